@@ -1,0 +1,164 @@
+"""The ``csv`` source: pyarrow's multithreaded parser on blocks of whole lines."""
+
+from __future__ import annotations
+
+import csv
+from typing import Any, ClassVar
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+from pydantic import Field, field_validator
+
+from headrace.errors import SourceError
+from headrace.plugin import DeadRecord
+
+from ._lines import LineReader, compression_for
+from ._linesource import LineSource, LineSourceOptions, Parsed, quote_balanced
+
+
+def arrow_type(name: str) -> pa.DataType:
+    """An Arrow type from its name: int64, float64, string, bool, date32, timestamp[s], ..."""
+    aliases = {"int": "int64", "integer": "int64", "float": "float64", "double": "float64",
+               "str": "string", "text": "string", "boolean": "bool", "date": "date32",
+               "timestamp": "timestamp[us]", "datetime": "timestamp[us]"}
+    text = aliases.get(name.strip().lower(), name.strip().lower())
+    if text.startswith("timestamp[") and text.endswith("]"):
+        return pa.timestamp(text[10:-1])
+    try:
+        return pa.type_for_alias(text)
+    except (ValueError, KeyError):
+        raise ValueError(f"unknown type '{name}' (e.g. int64, float64, string, bool, "
+                         "date32, timestamp[s])") from None
+
+
+class CsvOptions(LineSourceOptions):
+    delimiter: str = Field(default=",", min_length=1, max_length=1)
+    quote_char: str = Field(default='"', min_length=1, max_length=1)
+    header: bool = Field(default=True, description="The first line names the columns.")
+    column_names: list[str] | None = Field(
+        default=None, description="Column names; replace the header if there is one (default f0, f1, ...)."
+    )
+    types: dict[str, str] = Field(
+        default_factory=dict,
+        description="Column types (int64, float64, string, bool, date32, timestamp[s]); others "
+        "are inferred from the first block.",
+    )
+    null_values: list[str] | None = Field(
+        default=None, description="Strings read as null (default: pyarrow's list, e.g. '', NA)."
+    )
+
+    @field_validator("types")
+    @classmethod
+    def _check_types(cls, value: dict[str, str]) -> dict[str, str]:
+        for type_name in value.values():
+            arrow_type(type_name)
+        return value
+
+
+class CsvSource(LineSource):
+    """Reads a CSV file (or stdin) in blocks; malformed rows go to the dead-letter output."""
+
+    summary = "CSV file or stdin, streamed in blocks; gzip/zstd/bz2 by extension"
+    Options: ClassVar[type[CsvOptions]] = CsvOptions  # type: ignore[assignment]
+    options: CsvOptions
+
+    def __init__(self, options: CsvOptions, context: Any) -> None:
+        super().__init__(options, context)
+        self.names: list[str] = list(options.column_names or [])
+        self.types: dict[str, pa.DataType] = {k: arrow_type(v) for k, v in options.types.items()}
+        self._inferred = False
+        self.line_is_whole = quote_balanced(options.quote_char)  # type: ignore[method-assign]
+
+    def _parse_header(self, line: bytes) -> list[str]:
+        text = line.decode("utf-8-sig", "replace").rstrip("\r")
+        row = next(csv.reader([text], delimiter=self.options.delimiter,
+                              quotechar=self.options.quote_char), [])
+        if not row:
+            raise SourceError(f"{self.reader.label}:1: empty header line")
+        return row
+
+    def prepare(self) -> None:
+        if self.options.header:
+            line = self.reader.read_line()
+            if line is None:
+                raise SourceError(f"{self.reader.label}: empty file (no header line)")
+            header = self._parse_header(line)
+            self.names = list(self.options.column_names or header)
+
+    def parse(self, data: bytes, first_line: int) -> Parsed:
+        rejected: list[Any] = []
+
+        def on_invalid(row: Any) -> str:
+            rejected.append(row)
+            return "skip"
+
+        if not self.names:
+            first = data.split(b"\n", 1)[0].rstrip(b"\r")
+            count = len(next(csv.reader([first.decode("utf-8", "replace")],
+                                        delimiter=self.options.delimiter), []))
+            self.names = [f"f{i}" for i in range(count)]
+        if not data.strip():
+            return Parsed(self.empty_table(), [])
+        table = pacsv.read_csv(
+            pa.BufferReader(data),
+            read_options=pacsv.ReadOptions(column_names=self.names),
+            parse_options=pacsv.ParseOptions(
+                delimiter=self.options.delimiter,
+                quote_char=self.options.quote_char,
+                invalid_row_handler=on_invalid,
+            ),
+            convert_options=self._convert_options(),
+        )
+        if not self._inferred:
+            self._freeze_types(table.schema)
+        return Parsed(table, [self._reject(row, data, first_line) for row in rejected])
+
+    def _convert_options(self) -> pacsv.ConvertOptions:
+        kwargs: dict[str, Any] = {"column_types": self.types}
+        if self.options.null_values is not None:
+            kwargs["null_values"] = self.options.null_values
+        return pacsv.ConvertOptions(**kwargs)
+
+    def _freeze_types(self, schema: pa.Schema) -> None:
+        """Later blocks are parsed with the first block's types, so every batch agrees."""
+        for field in schema:
+            if field.name not in self.types:
+                self.types[field.name] = pa.string() if pa.types.is_null(field.type) else field.type
+        self._inferred = True
+
+    def _reject(self, row: Any, data: bytes, first_line: int) -> DeadRecord:
+        text: str = row.text
+        at = data.find(text.encode("utf-8", "surrogateescape"))
+        line = first_line + data.count(b"\n", 0, at) if at >= 0 else None
+        return DeadRecord(
+            {"line": text}, "RaggedRow",
+            f"expected {row.expected_columns} columns, got {row.actual_columns}", line,
+        )
+
+    def empty_table(self) -> pa.Table:
+        return pa.schema([(n, self.types.get(n, pa.string())) for n in self.names]).empty_table()
+
+    def peek_schema(self) -> pa.Schema | None:
+        """Column names and types from the header and the first 1 MiB."""
+        if self.options.path == "-":
+            return None
+        path = self.context.resolve_path(self.options.path)
+        if not path.is_file():
+            return None
+        reader = LineReader(path, compression_for(self.options.path, self.options.compression),
+                            1024 * 1024, self.options.max_line_bytes)
+        probe = CsvSource(self.options, self.context)
+        probe.reader = reader
+        try:
+            reader.open()
+            probe.prepare()
+            block = reader.next_block()
+            if block is None or not block.data.strip():
+                return probe.empty_table().schema
+            probe.parse(block.data, block.first_line)
+            return probe.empty_table().schema
+        except (SourceError, pa.ArrowException, OSError, ValueError):
+            return None
+        finally:
+            reader.close()
+

@@ -1,0 +1,144 @@
+"""What file sinks share: a temporary file in the target folder, published on success,
+blocking writes in a worker thread, and batches conformed to the first batch's schema."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import IO, Any, ClassVar
+
+import anyio
+import pyarrow as pa
+from pydantic import Field
+
+from headrace.engine import discard, prepare_output, publish
+from headrace.errors import SinkError
+from headrace.plugin import Batch, Options, Sink
+
+
+class FileSinkOptions(Options):
+    path: str = Field(description="Output file, relative to the pipeline file; '-' for stdout.")
+
+
+def conform(table: pa.Table, schema: pa.Schema, where: str) -> pa.Table:
+    """``table`` with ``schema``'s columns in its order and types (missing columns as nulls)."""
+    if table.schema.equals(schema):
+        return table
+    extra = [n for n in table.schema.names if n not in schema.names]
+    if extra:
+        raise SinkError(
+            f"{where}: column {extra[0]!r} appeared after the first batch fixed the columns "
+            f"({', '.join(schema.names)})",
+            hint="select or cast columns before the sink so every batch has the same schema",
+        )
+    columns = []
+    for field in schema:
+        if field.name in table.schema.names:
+            column = table.column(field.name)
+            try:
+                columns.append(column.cast(field.type) if column.type != field.type else column)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise SinkError(
+                    f"{where}: column {field.name!r} is {column.type} in a later batch but "
+                    f"{field.type} in the first: {exc}",
+                    hint="add a cast step before the sink",
+                ) from None
+        else:
+            columns.append(pa.nulls(table.num_rows, field.type))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+class FileSink(Sink):
+    """Subclasses implement ``_open_writer``, ``_write_table`` and ``_close_writer``."""
+
+    Options: ClassVar[type[FileSinkOptions]] = FileSinkOptions
+    options: FileSinkOptions
+
+    def __init__(self, options: FileSinkOptions, context: Any) -> None:
+        super().__init__(options, context)
+        self.to_stdout = options.path == "-"
+        self.final: Path | None = None if self.to_stdout else context.resolve_path(options.path)
+        self.temp: Path | None = None
+        self.schema: pa.Schema | None = None
+        self._handle: IO[bytes] | None = None
+        self._done = False
+
+    def describe(self) -> str:
+        return str(self.final) if self.final else "<stdout>"
+
+    async def open(self) -> None:
+        if self.final is not None:
+            self.temp = await anyio.to_thread.run_sync(prepare_output, self.final)
+
+    def _target(self) -> IO[bytes]:
+        if self._handle is None:
+            if self.to_stdout:
+                self._handle = sys.stdout.buffer
+            else:
+                assert self.temp is not None
+                try:
+                    self._handle = open(self.temp, "wb")  # noqa: SIM115
+                except OSError as exc:
+                    raise SinkError(f"cannot write {self.final}: {exc.strerror or exc}") from exc
+        return self._handle
+
+    def _write_blocking(self, batch: Batch) -> None:
+        table = batch.to_arrow()
+        if self.schema is None:
+            if table.num_rows == 0 and table.num_columns == 0:
+                return
+            self.schema = table.schema
+            self._open_writer(self._target(), self.schema)
+        if table.num_rows:
+            self._write_table(conform(table, self.schema, self.describe()))
+
+    async def write(self, batch: Batch) -> None:
+        try:
+            await anyio.to_thread.run_sync(self._write_blocking, batch)
+        except OSError as exc:
+            raise SinkError(f"cannot write {self.describe()}: {exc.strerror or exc}") from exc
+
+    def _finish_blocking(self) -> None:
+        if self.schema is None:
+            self.schema = pa.schema([])
+            self._open_writer(self._target(), self.schema)
+        self._close_writer()
+        if self._handle is not None and not self.to_stdout:
+            self._handle.close()
+        elif self.to_stdout:
+            sys.stdout.buffer.flush()
+        self._handle = None
+        if self.temp is not None and self.final is not None:
+            publish(self.temp, self.final)
+        self._done = True
+
+    async def finish(self) -> None:
+        try:
+            await anyio.to_thread.run_sync(self._finish_blocking)
+        except OSError as exc:
+            raise SinkError(f"cannot write {self.describe()}: {exc.strerror or exc}") from exc
+
+    def _abort_blocking(self) -> None:
+        try:
+            self._close_writer()
+        except Exception:  # noqa: BLE001 - the output is being discarded anyway
+            self.context.logger.debug("closing a discarded writer failed", exc_info=True)
+        if self._handle is not None and not self.to_stdout:
+            self._handle.close()
+        self._handle = None
+        if self.temp is not None:
+            discard(self.temp)
+
+    async def abort(self) -> None:
+        if not self._done:
+            await anyio.to_thread.run_sync(self._abort_blocking)
+
+    # -- format specifics ---------------------------------------------------------------
+    def _open_writer(self, handle: IO[bytes], schema: pa.Schema) -> None:
+        raise NotImplementedError
+
+    def _write_table(self, table: pa.Table) -> None:
+        raise NotImplementedError
+
+    def _close_writer(self) -> None:
+        raise NotImplementedError

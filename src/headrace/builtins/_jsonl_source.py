@@ -1,0 +1,64 @@
+"""The ``jsonl`` source: one JSON object per line, parsed by pyarrow in blocks."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import pyarrow as pa
+import pyarrow.json as pajson
+
+from headrace.errors import SourceError
+
+from ._lines import LineReader, compression_for
+from ._linesource import LineSource, LineSourceOptions, Parsed
+
+
+class JsonlOptions(LineSourceOptions):
+    pass
+
+
+class JsonlSource(LineSource):
+    """Reads JSON Lines; a line that is not a JSON object of the expected types is a dead letter."""
+
+    summary = "JSON Lines file or stdin, streamed in blocks; gzip/zstd/bz2 by extension"
+    Options: ClassVar[type[JsonlOptions]] = JsonlOptions  # type: ignore[assignment]
+
+    def __init__(self, options: JsonlOptions, context: Any) -> None:
+        super().__init__(options, context)
+        self.schema: pa.Schema | None = None
+
+    def parse(self, data: bytes, first_line: int) -> Parsed:
+        if not data.strip():
+            return Parsed(self.empty_table(), [])
+        parse_options = pajson.ParseOptions(
+            explicit_schema=self.schema, unexpected_field_behavior="infer"
+        )
+        table = pajson.read_json(pa.BufferReader(data), parse_options=parse_options)
+        if self.schema is None:
+            # Later blocks keep the first block's types; columns seen first as all-null stay
+            # open to inference.
+            self.schema = pa.schema([f for f in table.schema if not pa.types.is_null(f.type)])
+        return Parsed(table, [])
+
+    def empty_table(self) -> pa.Table:
+        return (self.schema or pa.schema([])).empty_table()
+
+    def peek_schema(self) -> pa.Schema | None:
+        if self.options.path == "-":
+            return None
+        path = self.context.resolve_path(self.options.path)
+        if not path.is_file():
+            return None
+        reader = LineReader(path, compression_for(self.options.path, self.options.compression),
+                            1024 * 1024, self.options.max_line_bytes)
+        try:
+            reader.open()
+            block = reader.next_block()
+            if block is None:
+                return None
+            return self.parse(block.data, block.first_line).table.schema
+        except (SourceError, pa.ArrowException, OSError):
+            return None
+        finally:
+            reader.close()
+            self.schema = None

@@ -1,0 +1,188 @@
+"""Reading text inputs in blocks of whole lines, with line numbers and byte offsets.
+
+Blocks end at a newline, so a block parses on its own; each knows its first line number and
+byte range (the source position that dead letters and checkpoints use). A line longer than
+``max_line_bytes`` is skipped while streaming, never buffered whole, and reported.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import pyarrow as pa
+
+from headrace.errors import SourceError
+from headrace.plugin import DeadRecord
+
+COMPRESSION_BY_SUFFIX = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd": "zstd",
+                         ".bz2": "bz2"}
+
+
+def compression_for(path: str, option: str) -> str | None:
+    if option != "auto":
+        return None if option == "none" else option
+    return COMPRESSION_BY_SUFFIX.get(Path(path).suffix.lower())
+
+
+@dataclass
+class LineBlock:
+    data: bytes
+    first_line: int
+    start: int
+    end: int
+    oversized: list[DeadRecord] = field(default_factory=list)
+
+
+class LineReader:
+    """Blocking reader; run its methods in a worker thread."""
+
+    def __init__(self, path: Path | None, compression: str | None, block_size: int,
+                 max_line_bytes: int) -> None:
+        self.path = path
+        self.compression = compression
+        self.block_size = block_size
+        self.max_line_bytes = max_line_bytes
+        self._raw: IO[bytes] | None = None
+        self._stream: Any = None
+        self._carry = b""
+        self._line = 1
+        self._offset = 0
+        self._eof = False
+
+    @property
+    def label(self) -> str:
+        return str(self.path) if self.path else "<stdin>"
+
+    def open(self) -> None:
+        try:
+            self._raw = open(self.path, "rb") if self.path else sys.stdin.buffer  # noqa: SIM115
+        except FileNotFoundError:
+            raise SourceError(f"{self.label}: no such file") from None
+        except OSError as exc:
+            raise SourceError(f"{self.label}: cannot open: {exc.strerror or exc}") from None
+        self._stream = (
+            pa.CompressedInputStream(self._raw, self.compression) if self.compression else self._raw
+        )
+
+    def close(self) -> None:
+        if self._raw is not None and self.path is not None:
+            self._raw.close()
+        self._raw = None
+
+    def raw_position(self) -> int:
+        try:
+            return self._raw.tell() if self._raw is not None and self.path else self._offset
+        except (OSError, ValueError):
+            return self._offset
+
+    def _read(self, size: int) -> bytes:
+        try:
+            return bytes(self._stream.read(size))
+        except (OSError, pa.ArrowException) as exc:
+            raise SourceError(f"{self.label}: read failed near byte {self._offset}: {exc}") from exc
+
+    def read_line(self) -> bytes | None:
+        """The next line (without its newline), e.g. a CSV header; None at end of input."""
+        while b"\n" not in self._carry and not self._eof:
+            chunk = self._read(64 * 1024)
+            if not chunk:
+                self._eof = True
+            self._carry += chunk
+            if len(self._carry) > self.max_line_bytes:
+                raise SourceError(f"{self.label}:{self._line}: first line exceeds max_line_bytes")
+        if not self._carry:
+            return None
+        line, sep, rest = self._carry.partition(b"\n")
+        self._carry = rest
+        self._offset += len(line) + len(sep)
+        self._line += 1
+        return line
+
+    def next_block(self) -> LineBlock | None:
+        """The next run of whole lines (about ``block_size`` bytes); None at end of input."""
+        oversized: list[DeadRecord] = []
+        while True:
+            if self._eof and not self._carry:
+                return LineBlock(b"", self._line, self._offset, self._offset, oversized) \
+                    if oversized else None
+            first_line, start = self._line, self._offset
+            parts, size = [self._carry], len(self._carry)
+            self._carry = b""
+            data: bytes | None = None
+            while data is None:
+                chunk = b"" if self._eof else self._read(self.block_size)
+                if not chunk:
+                    self._eof = True
+                    data = b"".join(parts)
+                    break
+                cut = chunk.rfind(b"\n")
+                if cut >= 0:
+                    parts.append(chunk[: cut + 1])
+                    self._carry = chunk[cut + 1:]
+                    data = b"".join(parts)
+                    break
+                # No newline since the last one: ``parts`` is a single, still growing line.
+                parts.append(chunk)
+                size += len(chunk)
+                if size > self.max_line_bytes:
+                    oversized.append(self._skip_long_line(parts, size))
+                    break
+            if data is None:
+                continue
+            self._offset += len(data)
+            self._line += data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
+            if data or oversized:
+                return LineBlock(data, first_line, start, self._offset, oversized)
+
+    def _skip_long_line(self, parts: list[bytes], size: int) -> DeadRecord:
+        prefix = b"".join(parts)[:1024]
+        total = size + self._skip_rest_of_line()
+        dead = DeadRecord(
+            {"line_prefix": prefix.decode("utf-8", "replace")},
+            "LineTooLong",
+            f"line of {total} bytes exceeds max_line_bytes ({self.max_line_bytes})",
+            self._line,
+        )
+        self._offset += total
+        self._line += 1
+        return dead
+
+    def _skip_rest_of_line(self) -> int:
+        skipped = 0
+        while True:
+            chunk = self._read(self.block_size)
+            if not chunk:
+                self._eof = True
+                return skipped
+            cut = chunk.find(b"\n")
+            if cut >= 0:
+                self._carry = chunk[cut + 1:]
+                return skipped + cut + 1
+            skipped += len(chunk)
+
+
+
+def is_blank(line: bytes) -> bool:
+    return not line.strip(b"\r")
+
+
+def line_numbers(data: bytes, first_line: int, skip: Callable[[bytes], bool]) -> np.ndarray:
+    """Line numbers of the lines in ``data`` that hold records (``skip`` says which do not)."""
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    return np.fromiter(
+        (first_line + i for i, line in enumerate(lines) if not skip(line)), dtype=np.int64
+    )
+
+
+def split_lines(data: bytes) -> list[bytes]:
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    return lines

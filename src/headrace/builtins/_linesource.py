@@ -1,0 +1,181 @@
+"""The shared part of line-based sources (CSV, JSONL): blocks in a thread, parsed by pyarrow,
+with lines that do not parse isolated and dead-lettered with their line number."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import ClassVar
+
+import anyio
+import numpy as np
+import pyarrow as pa
+from pydantic import Field
+
+from headrace.plugin import Batch, DeadRecord, Options, Position, Source
+
+from ._lines import LineBlock, LineReader, compression_for, is_blank, line_numbers, split_lines
+
+MiB = 1024 * 1024
+
+
+class LineSourceOptions(Options):
+    path: str = Field(description="Input file, relative to the pipeline file; '-' for stdin.")
+    compression: str = Field(
+        default="auto", pattern="^(auto|none|gzip|zstd|bz2)$",
+        description="auto: by extension (.gz, .zst, .bz2).",
+    )
+    block_size: int = Field(
+        default=8 * MiB, ge=4096, le=1024 * MiB, description="Bytes read and parsed at a time."
+    )
+    max_line_bytes: int = Field(
+        default=64 * MiB, ge=4096, description="Longer lines are dead-lettered, not buffered."
+    )
+
+
+class Parsed:
+    """A parsed piece: the table, and how many records the parser should have found."""
+
+    def __init__(self, table: pa.Table, rejected: list[DeadRecord]) -> None:
+        self.table = table
+        self.rejected = rejected
+
+
+class LineSource(Source):
+    """Subclasses implement ``parse`` (bytes of whole lines -> table) and ``record_lines``."""
+
+    Options: ClassVar[type[LineSourceOptions]] = LineSourceOptions
+    options: LineSourceOptions
+
+    def __init__(self, options: LineSourceOptions, context) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(options, context)
+        path = None if options.path == "-" else context.resolve_path(options.path)
+        self.reader = LineReader(
+            path, compression_for(options.path, options.compression),
+            options.block_size, max(options.max_line_bytes, options.block_size),
+        )
+        self._total = path.stat().st_size if path is not None and path.is_file() else None
+
+    # -- what subclasses provide -------------------------------------------------------
+    def prepare(self) -> None:
+        """Read what comes before the records (a CSV header). Runs in a thread."""
+
+    def parse(self, data: bytes, first_line: int) -> Parsed:
+        """Parse whole lines; raise ``pa.ArrowInvalid`` if any line is bad."""
+        raise NotImplementedError
+
+    def is_record_line(self, line: bytes) -> bool:
+        return not is_blank(line)
+
+    # -- the machinery ------------------------------------------------------------------
+    def total_size(self) -> int | None:
+        return self._total
+
+    def progress(self) -> int:
+        return self.reader.raw_position()
+
+    async def open(self) -> None:
+        await anyio.to_thread.run_sync(self.reader.open)
+        await anyio.to_thread.run_sync(self.prepare)
+
+    async def close(self) -> None:
+        await anyio.to_thread.run_sync(self.reader.close)
+
+    async def batches(self) -> AsyncIterator[Batch]:
+        while True:
+            batch = await anyio.to_thread.run_sync(self._next_batch)
+            if batch is None:
+                return
+            yield batch
+
+    def _next_batch(self) -> Batch | None:
+        block = self.reader.next_block()
+        if block is None:
+            return None
+        position = Position(self.reader.label, block.start, block.end)
+        table, row_ids, rejects = self._parse_block(block)
+        batch = Batch.from_arrow(table, row_ids=row_ids, position=position)
+        batch.rejects = block.oversized + rejects
+        return batch
+
+    def _parse_block(self, block: LineBlock) -> tuple[pa.Table, np.ndarray, list[DeadRecord]]:
+        try:
+            parsed = self.parse(block.data, block.first_line)
+            expected = self._expected_rows(block.data, parsed)
+            if parsed.table.num_rows == expected:
+                return parsed.table, self._row_ids(block.data, block.first_line, parsed), \
+                    parsed.rejected
+        except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError):
+            pass
+        return self._isolate(split_lines(block.data), block.first_line)
+
+    def _expected_rows(self, data: bytes, parsed: Parsed) -> int:
+        """Records the lines should hold: a mismatch means a quote swallowed a newline."""
+        if b"\n\n" not in data and b"\n\r\n" not in data and not data.startswith((b"\n", b"\r\n")):
+            lines = data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
+            return lines - len(parsed.rejected)
+        return sum(1 for line in split_lines(data) if self.is_record_line(line)) - len(
+            parsed.rejected)
+
+    def _row_ids(self, data: bytes, first_line: int, parsed: Parsed) -> np.ndarray:
+        n = parsed.table.num_rows
+        lines = data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
+        if lines == n:
+            return np.arange(first_line, first_line + n, dtype=np.int64)
+        numbers = line_numbers(data, first_line, lambda line: not self.is_record_line(line))
+        if parsed.rejected:
+            numbers = numbers[~np.isin(numbers, [r.row_id for r in parsed.rejected])]
+        return numbers
+
+    def _isolate(
+        self, lines: list[bytes], first_line: int
+    ) -> tuple[pa.Table, np.ndarray, list[DeadRecord]]:
+        """Parse ``lines`` in halves until each bad line is alone; dead-letter those."""
+        tables: list[pa.Table] = []
+        ids: list[np.ndarray] = []
+        dead: list[DeadRecord] = []
+
+        def attempt(lo: int, hi: int) -> None:
+            data = b"\n".join(lines[lo:hi]) + b"\n"
+            error: str | None = None
+            try:
+                parsed = self.parse(data, first_line + lo)
+                expected = sum(1 for ln in lines[lo:hi] if self.is_record_line(ln))
+                if parsed.table.num_rows + len(parsed.rejected) == expected and (
+                    hi - lo > 1 or self.line_is_whole(lines[lo])
+                ):
+                    tables.append(parsed.table)
+                    ids.append(self._row_ids(data, first_line + lo, parsed))
+                    dead.extend(parsed.rejected)
+                    return
+                error = "unbalanced quotes: a quoted value runs past the end of the line"
+            except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError) as exc:
+                error = str(exc)
+            if hi - lo == 1:
+                dead.append(self.bad_line(lines[lo], first_line + lo, error))
+                return
+            mid = (lo + hi) // 2
+            attempt(lo, mid)
+            attempt(mid, hi)
+
+        if lines:
+            attempt(0, len(lines))
+        tables = [t for t in tables if t.num_rows] or tables[:1]
+        table = pa.concat_tables(tables, promote_options="permissive") if tables else \
+            self.empty_table()
+        row_ids = np.concatenate(ids) if ids else np.empty(0, dtype=np.int64)
+        return table, row_ids, dead
+
+    def line_is_whole(self, line: bytes) -> bool:
+        return True
+
+    def empty_table(self) -> pa.Table:
+        return pa.table({})
+
+    def bad_line(self, line: bytes, number: int, error: str) -> DeadRecord:
+        kind = "UnicodeDecodeError" if "UTF8" in error or "utf-8" in error else "ParseError"
+        return DeadRecord({"line": line.decode("utf-8", "replace")}, kind, error, number)
+
+
+def quote_balanced(quote: str) -> Callable[[bytes], bool]:
+    mark = quote.encode()
+    return lambda line: line.count(mark) % 2 == 0

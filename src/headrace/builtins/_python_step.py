@@ -1,0 +1,180 @@
+"""The ``python`` step: a function named by import path, per record or per batch."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable
+from typing import Any, ClassVar, Literal
+
+import anyio
+import numpy as np
+import pyarrow as pa
+from pydantic import Field
+
+from headrace.errors import ConfigValueError
+from headrace.plugin import Batch, DataError, DeadRecord, Options, Step, StepOutput
+
+
+class PythonOptions(Options):
+    function: str = Field(
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$",
+        description="module:callable; the module may sit next to the pipeline file.",
+    )
+    mode: Literal["record", "batch"] = Field(
+        default="record",
+        description="record: f(dict) -> dict | None (None drops it); batch: f(batch) -> batch.",
+    )
+    format: Literal["rows", "arrow", "pandas"] = Field(
+        default="rows", description="What a batch-mode function receives and returns."
+    )
+    max_in_flight: int = Field(
+        default=64, ge=1, le=10_000,
+        description="For async record functions: records of one batch awaited concurrently.",
+    )
+
+
+def load_function(path: str, where: str) -> Callable[..., Any]:
+    module_name, _, attr = path.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except Exception as exc:  # any import-time failure of user code is a config error
+        raise ConfigValueError(
+            f"{where}: cannot load function {path!r}: {type(exc).__name__}: {exc}",
+            hint="the module is looked up next to the pipeline file and on sys.path",
+        ) from None
+    if not callable(obj):
+        raise ConfigValueError(f"{where}: {path!r} is not callable")
+    return obj  # type: ignore[no-any-return]
+
+
+class PythonStep(Step):
+    """Runs your Python function on each record (or each batch), sync or async."""
+
+    summary = "run a Python function per record or per batch (sync or async)"
+    Options: ClassVar[type[PythonOptions]] = PythonOptions
+    options: PythonOptions
+
+    def __init__(self, options: PythonOptions, context: Any) -> None:
+        super().__init__(options, context)
+        self.function = load_function(options.function, context.where("function"))
+        self._async = inspect.iscoroutinefunction(self.function)
+        if self._async:
+            self.supported_executors = frozenset({"async"})
+        else:
+            self.supported_executors = frozenset({"async", "thread", "process"})
+        self.batch_format = "arrow" if options.mode == "batch" and options.format != "rows" \
+            else "rows"
+
+    @property
+    def is_async(self) -> bool:
+        return self._async
+
+    # -- per record ---------------------------------------------------------------------
+    def _collect(self, batch: Batch, results: list[Any]) -> StepOutput:
+        out: list[dict[str, Any]] = []
+        kept: list[int] = []
+        dead: list[DeadRecord] = []
+        filtered = 0
+        rows = batch.to_rows()
+        for i, result in enumerate(results):
+            if isinstance(result, dict):
+                out.append(result)
+                kept.append(i)
+            elif result is None:
+                filtered += 1
+            elif isinstance(result, BaseException):
+                dead.append(DeadRecord(rows[i], type(result).__name__, str(result),
+                                       batch.row_id(i)))
+            else:
+                dead.append(DeadRecord(
+                    rows[i], "TypeError",
+                    f"{self.options.function} returned {type(result).__name__}, "
+                    "expected a dict or None", batch.row_id(i)))
+        row_ids = batch.row_ids
+        if row_ids is not None and len(kept) != len(rows):
+            row_ids = row_ids[np.asarray(kept, dtype=np.int64)]
+        return StepOutput(batch.derive(rows=out, row_ids=row_ids), filtered, dead)
+
+    def _per_record(self, rows: list[dict[str, Any]]) -> list[Any]:
+        fn = self.function
+        results: list[Any] = []
+        append = results.append
+        for row in rows:
+            try:
+                append(fn(row))
+            except Exception as exc:  # the record's own failure: it becomes a dead letter
+                append(exc)
+        return results
+
+    async def _per_record_async(self, rows: list[dict[str, Any]]) -> list[Any]:
+        results: list[Any] = [None] * len(rows)
+        limiter = anyio.CapacityLimiter(self.options.max_in_flight)
+
+        async def one(i: int, row: dict[str, Any]) -> None:
+            async with limiter:
+                try:
+                    results[i] = await self.function(row)
+                except Exception as exc:
+                    results[i] = exc
+
+        async with anyio.create_task_group() as tg:
+            for i, row in enumerate(rows):
+                tg.start_soon(one, i, row)
+        return results
+
+    # -- per batch ----------------------------------------------------------------------
+    def _batch_input(self, batch: Batch) -> Any:
+        if self.options.format == "rows":
+            return batch.to_rows()
+        if self.options.format == "arrow":
+            return batch.to_arrow()
+        try:
+            import pandas  # noqa: F401
+        except ImportError:
+            raise ConfigValueError(
+                "format: pandas needs pandas", hint="pip install 'headrace[pandas]'"
+            ) from None
+        return batch.to_arrow().to_pandas()
+
+    def _batch_output(self, batch: Batch, result: Any) -> StepOutput:
+        n = batch.num_rows
+        if result is None:
+            return StepOutput(batch.derive(rows=[]), filtered=n)
+        if isinstance(result, list):
+            return StepOutput(batch.derive(rows=result), filtered=max(0, n - len(result)))
+        if isinstance(result, pa.Table | pa.RecordBatch):
+            table = result if isinstance(result, pa.Table) else pa.Table.from_batches([result])
+            return StepOutput(batch.derive(table=table), filtered=max(0, n - table.num_rows))
+        if type(result).__name__ == "DataFrame":
+            table = pa.Table.from_pandas(result, preserve_index=False)
+            return StepOutput(batch.derive(table=table), filtered=max(0, n - table.num_rows))
+        raise DataError(f"{self.options.function} returned {type(result).__name__}; expected "
+                        f"the batch's format ({self.options.format})")
+
+    def _call_batch(self, batch: Batch) -> Any:
+        try:
+            return self.function(self._batch_input(batch))
+        except ConfigValueError:
+            raise
+        except Exception as exc:  # the engine splits the batch to find the records at fault
+            raise DataError(f"{type(exc).__name__}: {exc}") from exc
+
+    # -- the Step contract ----------------------------------------------------------------
+    def process(self, batch: Batch) -> StepOutput:
+        if self.options.mode == "batch":
+            return self._batch_output(batch, self._call_batch(batch))
+        return self._collect(batch, self._per_record(batch.to_rows()))
+
+    async def process_async(self, batch: Batch) -> StepOutput:
+        if not self._async:
+            return self.process(batch)
+        if self.options.mode == "batch":
+            try:
+                result = await self.function(self._batch_input(batch))
+            except Exception as exc:
+                raise DataError(f"{type(exc).__name__}: {exc}") from exc
+            return self._batch_output(batch, result)
+        return self._collect(batch, await self._per_record_async(batch.to_rows()))

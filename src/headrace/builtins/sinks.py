@@ -1,0 +1,5 @@
+"""Built-in sinks."""
+
+from ._sinks import CsvSink, JsonlSink, ParquetSink, StdoutSink
+
+__all__ = ["CsvSink", "JsonlSink", "ParquetSink", "StdoutSink"]

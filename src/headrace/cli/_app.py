@@ -1,0 +1,266 @@
+"""The ``headrace`` command. Exit codes are decided here, and only here:
+0 ok, 1 run failed or too many dead letters, 2 usage/config error, 130/143 interrupted."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from headrace._version import __version__
+from headrace.errors import HeadraceError
+
+app = typer.Typer(
+    name="headrace",
+    help="Run data pipelines: stream records from sources through steps into sinks.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+plugins_app = typer.Typer(help="Discovered plugins and their options.", no_args_is_help=True)
+app.add_typer(plugins_app, name="plugins")
+
+
+class State:
+    debug = False
+    verbosity = 0
+
+
+def _stderr_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True, no_color="NO_COLOR" in os.environ, highlight=False)
+
+
+def _versions() -> str:
+    parts = [f"headrace {__version__}", f"Python {platform.python_version()}"]
+    from importlib.metadata import PackageNotFoundError, version
+
+    for dist in ("pyarrow", "duckdb", "pydantic", "anyio", "typer", "uvloop"):
+        try:
+            parts.append(f"{dist} {version(dist)}")
+        except PackageNotFoundError:
+            parts.append(f"{dist} (not installed)")
+    return "\n".join(parts)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(_versions())
+        raise typer.Exit(0)
+
+
+@app.callback()
+def main_options(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    verbose: Annotated[int, typer.Option("-v", "--verbose", count=True, help="More logs.")] = 0,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version_callback,
+                                          is_eager=True, help="Versions and exit.")] = False,
+) -> None:
+    State.debug = debug
+    State.verbosity = -1 if quiet else verbose
+    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=logging.ERROR if quiet else level, stream=sys.stderr,
+                        format="headrace %(levelname)s %(name)s: %(message)s")
+
+
+def _load(pipeline: Path, overrides: list[str] | None) -> Any:
+    from headrace.config import load_pipeline
+    from headrace.engine import build_plan, check_schemas
+
+    loaded = load_pipeline(pipeline, overrides or [])
+    plan = build_plan(loaded)
+    schemas = check_schemas(plan)
+    return plan, schemas
+
+
+PipelineArg = Annotated[Path, typer.Argument(help="Pipeline file (YAML or TOML).")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override: key.path=value.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+
+
+@app.command()
+def run(
+    pipeline: PipelineArg,
+    set_: SetOpt = None,
+    as_json: JsonOpt = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Not available yet.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and show the plan.")]
+    = False,
+) -> None:
+    """Run a pipeline."""
+    from headrace.cli._progress import LineProgress, RichProgress
+    from headrace.cli._render import summary_text
+    from headrace.engine import run_plan
+    from headrace.errors import ConfigError
+
+    if resume:
+        raise ConfigError("--resume is not available yet: checkpoints come with the runtime "
+                          "work", hint="run without --resume")
+    plan, _ = _load(pipeline, set_)
+    if dry_run:
+        _print_plan(plan, as_json)
+        return
+    observers: list[Any] = []
+    if State.verbosity >= 0:
+        if sys.stderr.isatty():
+            observers.append(RichProgress(_stderr_console()))
+        else:
+            observers.append(LineProgress(sys.stderr, plan.pipeline.config.runtime.progress_interval))
+    result = run_plan(plan, observers)
+    summary = result.summary
+    _write_run_summary(plan, summary)
+    if as_json:
+        typer.echo(json.dumps(summary))
+    if State.verbosity >= 0 or result.status != "ok":
+        print(summary_text(summary), file=sys.stderr)
+    if result.error is not None:
+        if State.debug:
+            traceback.print_exception(result.error, file=sys.stderr)
+        raise typer.Exit(result.error.exit_code)
+    if result.interrupted_by:
+        raise typer.Exit(143 if result.interrupted_by == "SIGTERM" else 130)
+    raise typer.Exit(0 if result.status == "ok" else 1)
+
+
+def _write_run_summary(plan: Any, summary: dict[str, Any]) -> None:
+    config = plan.pipeline.config
+    run_dir = (plan.pipeline.base_dir / config.runtime.run_dir if config.runtime.run_dir
+               else plan.pipeline.base_dir / ".headrace" / "runs" / config.name)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        tmp = run_dir / ".summary.json.tmp"
+        tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        tmp.replace(run_dir / "summary.json")
+    except OSError as exc:
+        print(f"headrace: warning: cannot write {run_dir / 'summary.json'}: {exc}",
+              file=sys.stderr)
+
+
+def _print_plan(plan: Any, as_json: bool) -> None:
+    description = {
+        "pipeline": plan.name,
+        "source": plan.source.context.plugin_id,
+        "steps": [{"id": s.id, "use": s.spec.use, "executor": s.executor,
+                   "concurrency": s.spec.concurrency} for s in plan.steps],
+        "sink": plan.sink.describe(),
+    }
+    if as_json:
+        typer.echo(json.dumps(description))
+        return
+    print(f"pipeline {plan.name}: {description['source']} -> "
+          + " -> ".join(f"{s['id']}[{s['executor']}x{s['concurrency']}]"
+                        for s in description["steps"])
+          + f" -> {description['sink']}", file=sys.stderr)
+
+
+@app.command()
+def validate(pipeline: PipelineArg, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
+    """Parse the pipeline, check every plugin's options, compile expressions."""
+    plan, schemas = _load(pipeline, set_)
+    checked = [sid for sid, _ in schemas]
+    if as_json:
+        typer.echo(json.dumps({"valid": True, "pipeline": plan.name,
+                               "steps": [s.id for s in plan.steps],
+                               "expressions_checked_against_data": checked}))
+        return
+    note = "" if len(checked) == len(plan.steps) else \
+        " (the source's columns are unknown until it runs: expressions were parsed, not bound)"
+    print(f"{pipeline}: ok: {plan.source.context.plugin_id} -> "
+          f"{len(plan.steps)} steps -> {plan.sink.describe()}{note}", file=sys.stderr)
+
+
+@app.command()
+def init(directory: Annotated[Path, typer.Argument(help="Folder to write into.")] = Path(".")
+         ) -> None:
+    """Write a commented, runnable example pipeline and its data."""
+    from headrace.cli._init import write_example
+
+    written = write_example(directory)
+    for path in written:
+        print(f"wrote {path}", file=sys.stderr)
+    print(f"next: headrace run {written[0]}", file=sys.stderr)
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of pipeline files (for editors)."""
+    from headrace.cli._schema import pipeline_json_schema
+
+    typer.echo(json.dumps(pipeline_json_schema(), indent=2))
+
+
+@plugins_app.command("list")
+def plugins_list(
+    kind: Annotated[str | None, typer.Option(help="source, step or sink")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List discovered plugins."""
+    from headrace.plugin import discover
+
+    found = [p for p in discover() if kind is None or p.kind == kind]
+    if as_json:
+        typer.echo(json.dumps([p.__dict__ for p in found]))
+        return
+    for p in found:
+        typer.echo(f"{p.kind:<7} {p.name:<10} {p.distribution} {p.version}  ({p.target})")
+
+
+@plugins_app.command("show")
+def plugins_show(
+    name: Annotated[str, typer.Argument(help="Plugin name.")],
+    kind: Annotated[str | None, typer.Option(help="source, step or sink")] = None,
+) -> None:
+    """Show a plugin's options."""
+    from headrace.cli._schema import options_rows
+    from headrace.errors import PluginNotFoundError
+    from headrace.plugin import discover, load_plugin
+
+    matches = [p for p in discover() if p.name == name and (kind is None or p.kind == kind)]
+    if not matches:
+        from headrace.config import did_you_mean
+
+        names = sorted({p.name for p in discover()})
+        raise PluginNotFoundError(f"no plugin named '{name}'",
+                                  hint=did_you_mean(name, names) or "headrace plugins list")
+    for info in matches:
+        cls = load_plugin(info.kind, info.name)
+        typer.echo(f"{info.kind} {info.name} ({info.distribution} {info.version}): {cls.summary}")
+        for option, type_name, default, description in options_rows(info.kind, info.name):
+            typer.echo(f"  {option:<16} {type_name:<22} {default:<14} {description}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: one line per error, a traceback only with --debug."""
+    try:
+        app(args=argv, prog_name="headrace", standalone_mode=False)
+    except typer.Exit as exc:
+        return int(exc.exit_code or 0)
+    except HeadraceError as exc:
+        if State.debug:
+            traceback.print_exc()
+        print(f"headrace: error: {exc.one_line()}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("headrace: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, exit 1
+        if type(exc).__name__ == "Abort":
+            return 130
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):  # click's usage errors
+            exc.show()
+            return 2
+        if State.debug:
+            traceback.print_exc()
+        print(f"headrace: internal error: {type(exc).__name__}: {exc} "
+              "(run with --debug for the traceback)", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,60 @@
+"""Where each key of a pipeline file sits, so errors can name ``file:line``."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+Loc = tuple[str | int, ...]
+
+
+@dataclass
+class Locations:
+    """Maps a key path such as ``("steps", 0, "where")`` to its 1-based line in ``file``."""
+
+    file: Path
+    lines: dict[Loc, int] = field(default_factory=dict)
+
+    def line_of(self, path: Loc) -> int | None:
+        """The line of ``path``, or of its nearest ancestor that has one."""
+        for end in range(len(path), -1, -1):
+            line = self.lines.get(tuple(path[:end]))
+            if line is not None:
+                return line
+        return None
+
+    def where(self, path: Loc) -> str:
+        line = self.line_of(path)
+        return f"{self.file}:{line}" if line is not None else str(self.file)
+
+
+_TOML_ARRAY = re.compile(r"^\s*\[\[\s*([^\]]+?)\s*\]\]")
+_TOML_TABLE = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]")
+_TOML_KEY = re.compile(r"""^\s*("[^"]+"|'[^']+'|[A-Za-z0-9_.-]+)\s*=""")
+
+
+def _split_dotted(text: str) -> list[str]:
+    return [part.strip().strip("\"'") for part in text.split(".")]
+
+
+def toml_locations(file: Path, text: str) -> Locations:
+    """Line numbers of tables and keys in a TOML document (tomllib keeps none)."""
+    locations = Locations(file)
+    prefix: list[str | int] = []
+    array_counts: dict[tuple[str | int, ...], int] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if match := _TOML_ARRAY.match(line):
+            parts: list[str | int] = list(_split_dotted(match.group(1)))
+            key = tuple(parts)
+            index = array_counts.get(key, -1) + 1
+            array_counts[key] = index
+            prefix = [*parts, index]
+            locations.lines.setdefault(key, number)
+            locations.lines[tuple(prefix)] = number
+        elif match := _TOML_TABLE.match(line):
+            prefix = list(_split_dotted(match.group(1)))
+            locations.lines[tuple(prefix)] = number
+        elif match := _TOML_KEY.match(line):
+            locations.lines[(*prefix, *_split_dotted(match.group(1)))] = number
+    return locations

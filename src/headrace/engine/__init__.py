@@ -1,0 +1,48 @@
+"""The engine: plans, bounded channels, stages, accounting, dead letters, events.
+
+Layer: imports ``headrace.plugin``, ``headrace.config`` and ``headrace.errors``; it never names a
+concrete plugin, the CLI, rich or a broker.
+"""
+
+from ._deadletter import DeadLetterWriter
+from ._events import (
+    BatchProcessed,
+    BatchRead,
+    BatchWritten,
+    Event,
+    EventBus,
+    Observer,
+    RunFinished,
+    RunStarted,
+    StopRequested,
+)
+from ._files import discard, prepare_output, publish
+from ._plan import Plan, PlannedStep, build_plan, check_schemas
+from ._runner import RunResult, Runner, dead_letter_path, run_plan
+from ._stats import RunStats, StepStats
+
+__all__ = [
+    "BatchProcessed",
+    "BatchRead",
+    "BatchWritten",
+    "DeadLetterWriter",
+    "Event",
+    "EventBus",
+    "Observer",
+    "Plan",
+    "PlannedStep",
+    "RunFinished",
+    "RunResult",
+    "RunStarted",
+    "RunStats",
+    "Runner",
+    "StepStats",
+    "StopRequested",
+    "build_plan",
+    "check_schemas",
+    "dead_letter_path",
+    "discard",
+    "prepare_output",
+    "publish",
+    "run_plan",
+]

@@ -1,0 +1,82 @@
+"""The dead-letter output: one JSON line per record that did not make it, with its reason."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from headrace.plugin import DeadRecord, Position
+
+from ._files import discard, prepare_output, publish
+
+MAX_RECORD_CHARS = 64 * 1024
+
+
+def _encode_record(record: Any) -> Any:
+    text = json.dumps(record, default=str, ensure_ascii=False)
+    if len(text) <= MAX_RECORD_CHARS:
+        return record
+    return {
+        "truncated": text[:1024],
+        "chars": len(text),
+        "sha256": hashlib.sha256(text.encode("utf-8", "replace")).hexdigest(),
+    }
+
+
+class DeadLetterWriter:
+    """Appends dead letters to a temporary file; ``finish`` publishes it under ``path``.
+
+    Published also when the run fails or is interrupted: the records in it are accounted
+    for. A run without dead letters leaves no file (and removes one a previous run left).
+    """
+
+    def __init__(self, path: Path, pipeline: str) -> None:
+        self.path = path
+        self.pipeline = pipeline
+        self.count = 0
+        self._temp: Path | None = None
+        self._handle: IO[str] | None = None
+        self._lock = threading.Lock()
+
+    def write(self, step: str, position: Position | None, dead: list[DeadRecord]) -> None:
+        """Blocking: call from a worker thread."""
+        now = datetime.now(UTC).isoformat(timespec="milliseconds")
+        lines = []
+        for item in dead:
+            where: dict[str, Any] = {"source": position.source if position else None}
+            if item.row_id is not None:
+                where["line" if position is None or position.unit == "byte" else "row"] = (
+                    item.row_id
+                )
+            elif position is not None:
+                where.update({"start": position.start, "end": position.end, "unit": position.unit})
+            entry = {
+                "record": _encode_record(item.record),
+                "step": step,
+                "error": item.error,
+                "message": item.message,
+                "position": where,
+                "pipeline": self.pipeline,
+                "time": now,
+            }
+            lines.append(json.dumps(entry, default=str, ensure_ascii=False) + "\n")
+        with self._lock:
+            if self._handle is None:
+                self._temp = prepare_output(self.path)
+                self._handle = open(self._temp, "w", encoding="utf-8")  # noqa: SIM115
+            self._handle.writelines(lines)
+            self.count += len(dead)
+
+    def finish(self) -> None:
+        with self._lock:
+            if self._handle is None:
+                discard(self.path)
+                return
+            self._handle.close()
+            self._handle = None
+            assert self._temp is not None
+            publish(self._temp, self.path)

@@ -1,0 +1,47 @@
+"""Atomic output files: write under a temporary name in the same folder, rename on success."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from headrace.errors import SinkError
+
+
+def temp_path_for(final: Path) -> Path:
+    return final.with_name(f".{final.name}.{os.getpid()}.tmp")
+
+
+def prepare_output(final: Path) -> Path:
+    """Create the parent folder and return the temporary path to write to."""
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SinkError(f"cannot create the folder for {final}: {exc.strerror or exc}") from exc
+    if final.is_dir():
+        raise SinkError(f"{final} is a directory; the sink needs a file path")
+    if not os.access(final.parent, os.W_OK):
+        raise SinkError(f"{final.parent} is not writable")
+    return temp_path_for(final)
+
+
+def publish(temp: Path, final: Path) -> None:
+    """fsync ``temp``, rename it to ``final``, fsync the folder."""
+    try:
+        with open(temp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temp, final)
+        dir_fd = os.open(final.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        discard(temp)
+        raise SinkError(f"cannot write {final}: {exc.strerror or exc}") from exc
+
+
+def discard(temp: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        temp.unlink()

@@ -1,0 +1,132 @@
+"""From a loaded pipeline file to plugin instances with validated options."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+from pydantic import ValidationError
+
+from headrace.config import LoadedPipeline, Loc, PluginSpec, validation_error
+from headrace.errors import ConfigValueError, ExpressionError, HeadraceError
+from headrace.plugin import Plugin, PluginContext, Sink, Source, Step, load_plugin
+
+
+@dataclass
+class PlannedStep:
+    step: Step
+    spec: PluginSpec
+    executor: str
+
+    @property
+    def id(self) -> str:
+        return self.step.context.plugin_id
+
+
+@dataclass
+class Plan:
+    """Everything a run needs, checked: the source, the steps in order, the sink."""
+
+    pipeline: LoadedPipeline
+    source: Source
+    steps: list[PlannedStep]
+    sink: Sink
+
+    @property
+    def name(self) -> str:
+        return self.pipeline.config.name
+
+
+def _unique_ids(specs: list[PluginSpec]) -> list[str]:
+    ids: list[str] = []
+    explicit = {s.id for s in specs if s.id}
+    for spec in specs:
+        if spec.id:
+            ids.append(spec.id)
+            continue
+        base = spec.use.rsplit(":", 1)[-1].rsplit(".", 1)[-1].lower()
+        candidate, n = base, 1
+        while candidate in ids or candidate in explicit:
+            n += 1
+            candidate = f"{base}_{n}"
+        ids.append(candidate)
+    return ids
+
+
+def _instantiate(
+    kind: str, spec: PluginSpec, plugin_id: str, path: Loc, loaded: LoadedPipeline
+) -> Plugin:
+    where = loaded.locations.where((*path, "use"))
+    try:
+        cls = load_plugin(kind, spec.use)
+    except HeadraceError as exc:
+        exc.message = f"{where}: {exc.message}"
+        raise
+    try:
+        options = cls.Options.model_validate(spec.options)
+    except ValidationError as exc:
+        known = set(cls.Options.model_fields) | ({"id", "use"} if kind != "step" else set())
+        raise validation_error(
+            exc, loaded.locations, prefix=path, known_keys=known, what=f"{kind} '{plugin_id}'"
+        ) from None
+    context = PluginContext(
+        plugin_id=plugin_id,
+        base_dir=loaded.base_dir,
+        pipeline_name=loaded.config.name,
+        locations=loaded.locations,
+        config_path=path,
+    )
+    try:
+        return cls(options, context)
+    except HeadraceError as exc:
+        if not exc.message.startswith(str(loaded.locations.file)):
+            exc.message = f"{loaded.locations.where(path)}: {exc.message}"
+        raise
+
+
+def build_plan(loaded: LoadedPipeline) -> Plan:
+    """Resolve and validate every plugin; raises ``ConfigError`` naming file:line."""
+    config = loaded.config
+    # A python step's module is importable relative to the pipeline file's folder.
+    base = str(loaded.base_dir)
+    if base not in sys.path:
+        sys.path.insert(0, base)
+    source = _instantiate("source", config.source, config.source.id or config.source.use,
+                          ("source",), loaded)
+    steps: list[PlannedStep] = []
+    for index, (spec, step_id) in enumerate(zip(config.steps, _unique_ids(config.steps),
+                                                 strict=True)):
+        step = _instantiate("step", spec, step_id, ("steps", index), loaded)
+        assert isinstance(step, Step)
+        executor = spec.executor or ("async" if step.is_async else step.default_executor)
+        if executor not in step.supported_executors:
+            allowed = ", ".join(sorted(step.supported_executors))
+            raise ConfigValueError(
+                f"{loaded.locations.where(('steps', index, 'executor'))}: step '{step_id}' "
+                f"cannot run with executor '{executor}' (allowed: {allowed})"
+            )
+        steps.append(PlannedStep(step=step, spec=spec, executor=executor))
+    sink = _instantiate("sink", config.sink, config.sink.id or config.sink.use, ("sink",), loaded)
+    assert isinstance(source, Source) and isinstance(sink, Sink)
+    return Plan(pipeline=loaded, source=source, steps=steps, sink=sink)
+
+
+def check_schemas(plan: Plan) -> list[tuple[str, Any]]:
+    """Compile every step against the source's schema, when the source can tell it cheaply.
+
+    Returns ``(step id, output schema)`` pairs; raises ``ExpressionError`` with file:line.
+    """
+    schema: pa.Schema | None = plan.source.peek_schema()
+    results: list[tuple[str, Any]] = []
+    for index, planned in enumerate(plan.steps):
+        if schema is None:
+            break
+        try:
+            schema = planned.step.output_schema(schema)
+        except ExpressionError as exc:
+            where = plan.pipeline.locations.where(("steps", index))
+            raise ExpressionError(f"{where}: step '{planned.id}': {exc.message}") from None
+        results.append((planned.id, schema))
+    return results

@@ -1,0 +1,86 @@
+"""Running a step in worker processes: batches cross as Arrow IPC, workers are spawned."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from functools import lru_cache
+from typing import Any
+
+import pyarrow as pa
+
+from headrace.plugin import Batch, DataError, DeadRecord, PluginContext, Step, StepOutput
+
+
+def to_ipc(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def from_ipc(data: bytes) -> pa.Table:
+    return pa.ipc.open_stream(data).read_all()
+
+
+@lru_cache(maxsize=8)
+def _worker_step(cls_path: str, options_json: str, plugin_id: str, base_dir: str) -> Step:
+    import importlib
+    from pathlib import Path
+
+    if base_dir not in sys.path:
+        sys.path.insert(0, base_dir)
+    module_name, _, name = cls_path.partition(":")
+    cls = getattr(importlib.import_module(module_name), name)
+    options = cls.Options.model_validate_json(options_json)
+    return cls(options, PluginContext(plugin_id=plugin_id, base_dir=Path(base_dir)))
+
+
+def _run_in_worker(
+    step_key: tuple[str, str, str, str], data: bytes, row_ids: Any
+) -> tuple[bytes, Any, int, list[DeadRecord], str | None]:
+    """Executed in a worker process. Returns output IPC, row ids, filtered, dead, data error."""
+    step = _worker_step(*step_key)
+    batch = Batch.from_arrow(from_ipc(data), row_ids=row_ids)
+    try:
+        out = step.process(batch)
+    except DataError as exc:
+        return b"", None, 0, [], f"{type(exc.__cause__ or exc).__name__}\x00{exc}"
+    return to_ipc(out.batch.to_arrow()), out.batch.row_ids, out.filtered, out.dead, None
+
+
+class ProcessRunner:
+    """A pool of spawned workers for one step."""
+
+    def __init__(self, step: Step, workers: int) -> None:
+        cls = type(step)
+        self._key = (
+            f"{cls.__module__}:{cls.__qualname__}",
+            step.options.model_dump_json(),
+            step.context.plugin_id,
+            str(step.context.base_dir),
+        )
+        self._pool = ProcessPoolExecutor(
+            max_workers=workers, mp_context=multiprocessing.get_context("spawn")
+        )
+
+    async def process(self, batch: Batch) -> StepOutput:
+        future = self._pool.submit(
+            _run_in_worker, self._key, to_ipc(batch.to_arrow()), batch.row_ids
+        )
+        data, row_ids, filtered, dead, error = await asyncio.wrap_future(future)
+        if error is not None:
+            name, _, message = error.partition("\x00")
+            raise DataError(f"{message}") from _named(name)
+        return StepOutput(batch=batch.derive(table=from_ipc(data), row_ids=row_ids),
+                          filtered=filtered, dead=dead)
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _named(name: str) -> Exception:
+    """An exception whose type name is ``name``, so dead letters name the worker's error."""
+    return type(name, (Exception,), {})()

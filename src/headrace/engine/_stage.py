@@ -1,0 +1,145 @@
+"""One step of the pipeline: reads batches from its inbox, processes up to ``concurrency`` at a
+time on its executor, and sends results on in input order."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+from anyio.abc import ObjectReceiveStream, ObjectSendStream
+
+from headrace.errors import HeadraceError, StepError
+from headrace.plugin import Batch, DeadRecord, Position, StepOutput
+
+from ._events import BatchProcessed, EventBus
+from ._isolate import process_isolating
+from ._plan import PlannedStep
+from ._process import ProcessRunner
+from ._stats import StepStats
+
+DeadLetterFn = Callable[[str, Position | None, list[DeadRecord]], Awaitable[None]]
+
+
+class _Slot:
+    """A batch's place in the output order, filled when its processing ends."""
+
+    __slots__ = ("done", "result")
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.result: Batch | BaseException | None = None
+
+
+class StepStage:
+    def __init__(
+        self, planned: PlannedStep, stats: StepStats, bus: EventBus, dead_letter: DeadLetterFn
+    ) -> None:
+        self.planned = planned
+        self.step = planned.step
+        self.stats = stats
+        self.bus = bus
+        self.dead_letter = dead_letter
+        self.concurrency = planned.spec.concurrency
+        self._process_runner: ProcessRunner | None = None
+        self._thread_limiter = anyio.CapacityLimiter(self.concurrency)
+
+    async def _call(self, batch: Batch) -> StepOutput:
+        executor = self.planned.executor
+        if executor == "thread":
+            return await anyio.to_thread.run_sync(
+                self.step.process, batch, limiter=self._thread_limiter
+            )
+        if executor == "process":
+            assert self._process_runner is not None
+            return await self._process_runner.process(batch)
+        return await self.step.process_async(batch)
+
+    async def handle(self, batch: Batch) -> Batch:
+        started = time.perf_counter()
+        try:
+            output = await process_isolating(self._call, batch)
+        except HeadraceError:
+            raise
+        except Exception as exc:
+            raise StepError(
+                f"step '{self.stats.id}' failed: {type(exc).__name__}: {exc}",
+                hint="run with --debug for the traceback",
+            ) from exc
+        seconds = time.perf_counter() - started
+        dead = output.dead
+        filtered = output.filtered
+        policy = self.planned.spec.on_error
+        if dead and policy == "fail":
+            first = dead[0]
+            raise StepError(
+                f"step '{self.stats.id}' failed on the record at line/row {first.row_id}: "
+                f"{first.error}: {first.message}",
+                hint="on_error: dead_letter keeps the run going",
+            )
+        if dead and policy == "skip":
+            filtered, dead = filtered + len(dead), []
+        if dead:
+            await self.dead_letter(self.stats.id, batch.position, dead)
+        stats = self.stats
+        stats.records_in += batch.num_rows
+        stats.records_out += output.batch.num_rows
+        stats.filtered += filtered
+        stats.dead += len(dead)
+        stats.latencies.append(seconds)
+        self.bus.emit(
+            BatchProcessed(stats.id, batch.num_rows, output.batch.num_rows, filtered,
+                           len(dead), seconds)
+        )
+        return output.batch
+
+    async def run(
+        self, inbox: ObjectReceiveStream[Batch], outbox: ObjectSendStream[Batch]
+    ) -> None:
+        if self.planned.executor == "process":
+            self._process_runner = ProcessRunner(self.step, self.concurrency)
+        try:
+            async with self.step, inbox, outbox:
+                if self.concurrency == 1:
+                    async for batch in inbox:
+                        await outbox.send(await self.handle(batch))
+                else:
+                    await self._run_ordered(inbox, outbox)
+        finally:
+            if self._process_runner is not None:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(self._process_runner.shutdown)
+
+    async def _run_ordered(
+        self, inbox: ObjectReceiveStream[Batch], outbox: ObjectSendStream[Batch]
+    ) -> None:
+        # The slot channel's buffer plus the one slot the collector awaits bound the batches
+        # in flight to exactly ``concurrency``.
+        slots_send, slots_recv = anyio.create_memory_object_stream[_Slot](self.concurrency - 1)
+
+        async def work(slot: _Slot, batch: Batch) -> None:
+            try:
+                slot.result = await self.handle(batch)
+            except BaseException as exc:  # handed to the collector, which re-raises in order
+                slot.result = exc
+                raise
+            finally:
+                slot.done.set()
+
+        async def collect() -> None:
+            async with slots_recv:
+                async for slot in slots_recv:
+                    await slot.done.wait()
+                    result: Any = slot.result
+                    if isinstance(result, BaseException):
+                        return  # the failing worker's exception cancels the task group
+                    await outbox.send(result)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(collect)
+            async with slots_send:
+                async for batch in inbox:
+                    slot = _Slot()
+                    await slots_send.send(slot)
+                    tg.start_soon(work, slot, batch)

@@ -1,0 +1,32 @@
+"""The plugin API: contracts, batches, context, registry, SQL expressions.
+
+Layer: imports ``headrace.config`` and ``headrace.errors`` only.
+"""
+
+from ._batch import Batch, DeadRecord, Position
+from ._context import PluginContext
+from ._contracts import DataError, Executor, Options, Plugin, Sink, Source, Step, StepOutput
+from ._registry import GROUPS, PluginInfo, discover, load_plugin
+from ._sql import SqlEvaluator, check_syntax, quote_ident
+
+__all__ = [
+    "GROUPS",
+    "Batch",
+    "DataError",
+    "DeadRecord",
+    "Executor",
+    "Options",
+    "Plugin",
+    "PluginContext",
+    "PluginInfo",
+    "Position",
+    "Sink",
+    "Source",
+    "SqlEvaluator",
+    "Step",
+    "StepOutput",
+    "check_syntax",
+    "discover",
+    "load_plugin",
+    "quote_ident",
+]

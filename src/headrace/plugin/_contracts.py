@@ -1,0 +1,135 @@
+"""The contracts every source, step and sink implements, built-in or third-party.
+
+Lifecycle: the engine constructs a plugin with its validated options and a context, then
+``async with plugin:`` opens it (sinks open before the source starts; the source closes first).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict
+
+from ._batch import Batch, DeadRecord
+from ._context import PluginContext
+
+Executor = Literal["async", "thread", "process"]
+
+
+class Options(BaseModel):
+    """Base class of plugin options: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Plugin(ABC):
+    """Common base: options, context and an async-context-manager lifecycle."""
+
+    kind: ClassVar[str]
+    Options: ClassVar[type[Options]] = Options
+    summary: ClassVar[str] = ""
+
+    def __init__(self, options: Any, context: PluginContext) -> None:
+        self.options = options
+        self.context = context
+
+    async def open(self) -> None:  # noqa: B027 - optional hook
+        """Acquire resources (files, connections)."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources; called also after failure and cancellation."""
+
+    async def __aenter__(self) -> Plugin:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+class Source(Plugin):
+    """Produces batches; each carries its source position and records it could not decode."""
+
+    kind = "source"
+
+    @abstractmethod
+    def batches(self) -> AsyncIterator[Batch]:
+        """Yield batches until the input ends."""
+
+    def total_size(self) -> int | None:
+        """Input size in the unit of ``progress()``, for an ETA; None when unknown."""
+        return None
+
+    def progress(self) -> int:
+        """How far the source has read, in the unit of ``total_size()``."""
+        return 0
+
+    def peek_schema(self) -> pa.Schema | None:
+        """The schema of the first records, cheaply, for ``validate``; None when unknown."""
+        return None
+
+
+@dataclass
+class StepOutput:
+    """What a step made of one batch: the records kept, and those that failed."""
+
+    batch: Batch
+    filtered: int = 0
+    dead: list[DeadRecord] = field(default_factory=list)
+
+
+class DataError(Exception):
+    """Raised by a step when a batch holds records it cannot process.
+
+    The engine then splits the batch to find the records at fault and dead-letters only those.
+    """
+
+
+class Step(Plugin):
+    """Transforms batches. Implement ``process`` (sync) or ``process_async``."""
+
+    kind = "step"
+    #: "arrow" or "rows": what the step wants; the engine converts lazily.
+    batch_format: ClassVar[Literal["arrow", "rows"]] = "arrow"
+    default_executor: ClassVar[Executor] = "thread"
+    supported_executors: ClassVar[frozenset[str]] = frozenset({"async", "thread"})
+    #: Whether a failing batch may be split and re-run to isolate bad records.
+    splittable: ClassVar[bool] = True
+
+    def process(self, batch: Batch) -> StepOutput:
+        """Process one batch; raise ``DataError`` when records in it cannot be processed."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither process variant")
+
+    async def process_async(self, batch: Batch) -> StepOutput:
+        return self.process(batch)
+
+    @property
+    def is_async(self) -> bool:
+        return type(self).process_async is not Step.process_async
+
+    def output_schema(self, schema: pa.Schema) -> pa.Schema | None:
+        """The schema this step produces from ``schema`` (checks expressions); None if unknown."""
+        return None
+
+
+class Sink(Plugin):
+    """Writes batches; output appears under its final name only when ``finish`` succeeds."""
+
+    kind = "sink"
+
+    @abstractmethod
+    async def write(self, batch: Batch) -> None:
+        """Write one batch."""
+
+    async def finish(self) -> None:  # noqa: B027 - optional hook
+        """Make the output final (flush, fsync, rename)."""
+
+    async def abort(self) -> None:  # noqa: B027 - optional hook
+        """Discard partial output; the final name is left untouched."""
+
+    def describe(self) -> str:
+        return self.context.plugin_id
