@@ -8,7 +8,6 @@ byte range (the source position that dead letters and checkpoints use). A line l
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -29,6 +28,11 @@ def compression_for(path: str, option: str) -> str | None:
     return COMPRESSION_BY_SUFFIX.get(Path(path).suffix.lower())
 
 
+def newline_positions(data: bytes) -> np.ndarray:
+    """Offsets of every newline; numpy scans without holding the GIL, unlike bytes.count."""
+    return np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
+
+
 @dataclass
 class LineBlock:
     data: bytes
@@ -36,6 +40,24 @@ class LineBlock:
     start: int
     end: int
     oversized: list[DeadRecord] = field(default_factory=list)
+    newlines: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+
+    @property
+    def line_count(self) -> int:
+        tail = 1 if self.data and not self.data.endswith(b"\n") else 0
+        return len(self.newlines) + tail
+
+    def record_lines(self) -> np.ndarray:
+        """Line numbers of the non-blank lines (blank: empty, or a lone carriage return)."""
+        ends = self.newlines
+        if self.data and not self.data.endswith(b"\n"):
+            ends = np.append(ends, len(self.data))
+        starts = np.concatenate(([0], ends[:-1] + 1)) if len(ends) else ends
+        lengths = ends - starts
+        view = np.frombuffer(self.data, dtype=np.uint8)
+        lone_cr = (lengths == 1) & (view[np.maximum(ends - 1, 0)] == 13) if len(ends) else lengths
+        blank = (lengths == 0) | lone_cr
+        return self.first_line + np.flatnonzero(~blank)
 
 
 class LineReader:
@@ -135,9 +157,11 @@ class LineReader:
             if data is None:
                 continue
             self._offset += len(data)
-            self._line += data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
+            block = LineBlock(data, first_line, start, self._offset, oversized,
+                              newline_positions(data))
+            self._line += block.line_count
             if data or oversized:
-                return LineBlock(data, first_line, start, self._offset, oversized)
+                return block
 
     def _skip_long_line(self, parts: list[bytes], size: int) -> DeadRecord:
         prefix = b"".join(parts)[:1024]
@@ -165,20 +189,6 @@ class LineReader:
                 return skipped + cut + 1
             skipped += len(chunk)
 
-
-
-def is_blank(line: bytes) -> bool:
-    return not line.strip(b"\r")
-
-
-def line_numbers(data: bytes, first_line: int, skip: Callable[[bytes], bool]) -> np.ndarray:
-    """Line numbers of the lines in ``data`` that hold records (``skip`` says which do not)."""
-    lines = data.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    return np.fromiter(
-        (first_line + i for i, line in enumerate(lines) if not skip(line)), dtype=np.int64
-    )
 
 
 def split_lines(data: bytes) -> list[bytes]:

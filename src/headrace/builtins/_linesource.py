@@ -13,7 +13,7 @@ from pydantic import Field
 
 from headrace.plugin import Batch, DeadRecord, Options, Position, Source
 
-from ._lines import LineBlock, LineReader, compression_for, is_blank, line_numbers, split_lines
+from ._lines import LineBlock, LineReader, compression_for, newline_positions, split_lines
 
 MiB = 1024 * 1024
 
@@ -63,9 +63,6 @@ class LineSource(Source):
         """Parse whole lines; raise ``pa.ArrowInvalid`` if any line is bad."""
         raise NotImplementedError
 
-    def is_record_line(self, line: bytes) -> bool:
-        return not is_blank(line)
-
     # -- the machinery ------------------------------------------------------------------
     def total_size(self) -> int | None:
         return self._total
@@ -100,31 +97,15 @@ class LineSource(Source):
     def _parse_block(self, block: LineBlock) -> tuple[pa.Table, np.ndarray, list[DeadRecord]]:
         try:
             parsed = self.parse(block.data, block.first_line)
-            expected = self._expected_rows(block.data, parsed)
-            if parsed.table.num_rows == expected:
-                return parsed.table, self._row_ids(block.data, block.first_line, parsed), \
-                    parsed.rejected
+            lines = block.record_lines()
+            if parsed.rejected:
+                lines = lines[~np.isin(lines, [r.row_id for r in parsed.rejected])]
+            # A mismatch means a quote swallowed a newline: find the lines at fault.
+            if parsed.table.num_rows == len(lines):
+                return parsed.table, lines, parsed.rejected
         except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError):
             pass
         return self._isolate(split_lines(block.data), block.first_line)
-
-    def _expected_rows(self, data: bytes, parsed: Parsed) -> int:
-        """Records the lines should hold: a mismatch means a quote swallowed a newline."""
-        if b"\n\n" not in data and b"\n\r\n" not in data and not data.startswith((b"\n", b"\r\n")):
-            lines = data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
-            return lines - len(parsed.rejected)
-        return sum(1 for line in split_lines(data) if self.is_record_line(line)) - len(
-            parsed.rejected)
-
-    def _row_ids(self, data: bytes, first_line: int, parsed: Parsed) -> np.ndarray:
-        n = parsed.table.num_rows
-        lines = data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
-        if lines == n:
-            return np.arange(first_line, first_line + n, dtype=np.int64)
-        numbers = line_numbers(data, first_line, lambda line: not self.is_record_line(line))
-        if parsed.rejected:
-            numbers = numbers[~np.isin(numbers, [r.row_id for r in parsed.rejected])]
-        return numbers
 
     def _isolate(
         self, lines: list[bytes], first_line: int
@@ -139,12 +120,15 @@ class LineSource(Source):
             error: str | None = None
             try:
                 parsed = self.parse(data, first_line + lo)
-                expected = sum(1 for ln in lines[lo:hi] if self.is_record_line(ln))
-                if parsed.table.num_rows + len(parsed.rejected) == expected and (
+                piece = LineBlock(data, first_line + lo, 0, 0, [], newline_positions(data))
+                numbers = piece.record_lines()
+                if parsed.rejected:
+                    numbers = numbers[~np.isin(numbers, [r.row_id for r in parsed.rejected])]
+                if parsed.table.num_rows == len(numbers) and (
                     hi - lo > 1 or self.line_is_whole(lines[lo])
                 ):
                     tables.append(parsed.table)
-                    ids.append(self._row_ids(data, first_line + lo, parsed))
+                    ids.append(numbers)
                     dead.extend(parsed.rejected)
                     return
                 error = "unbalanced quotes: a quoted value runs past the end of the line"

@@ -1,7 +1,8 @@
 """SQL expressions over Arrow batches, evaluated vectorised by DuckDB.
 
-Each thread gets its own in-memory DuckDB connection with external access disabled, so an
-expression can read nothing but the batch. Errors are sorted at this boundary: data errors
+Connections are in-memory DuckDB databases with external access disabled, so an expression
+can read nothing but the batch. Opening one costs ~30 ms, so each evaluator keeps a small pool
+and reuses them whichever worker thread calls. Errors are sorted at this boundary: data errors
 (a value that does not convert) become ``DataError`` so the engine can isolate the record;
 everything else (syntax, unknown column) is an ``ExpressionError``.
 """
@@ -34,20 +35,25 @@ class SqlEvaluator:
 
     def __init__(self, label: str) -> None:
         self.label = label
-        self._local = threading.local()
+        self._idle: list[Any] = []
+        self._lock = threading.Lock()
 
-    def _con(self) -> Any:
-        con = getattr(self._local, "con", None)
-        if con is None:
-            con = self._local.con = _connect()
-        return con
+    def _acquire(self) -> Any:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        return _connect()
+
+    def _release(self, con: Any) -> None:
+        with self._lock:
+            self._idle.append(con)
 
     def select(self, table: pa.Table, select_list: str, where: str | None = None) -> pa.Table:
         """``SELECT select_list FROM batch [WHERE where]`` over ``table``."""
         import duckdb
 
         sql = f"SELECT {select_list} FROM {TABLE}" + (f" WHERE {where}" if where else "")
-        con = self._con()
+        con = self._acquire()
         con.register(TABLE, table)
         try:
             return con.sql(sql).to_arrow_table()
@@ -57,6 +63,7 @@ class SqlEvaluator:
             raise ExpressionError(f"{self.label}: {_first_line(exc)}") from exc
         finally:
             con.unregister(TABLE)
+            self._release(con)
 
 
 def check_syntax(expression: str, label: str) -> None:
