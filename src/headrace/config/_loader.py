@@ -25,6 +25,8 @@ from ._model import (
 )
 
 _TOP_KEYS = set(PipelineConfig.model_fields)
+_PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in
+               ("str", "int", "float", "bool", "null", "map", "seq", "timestamp")}
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,7 @@ def _from_node(
         raise ConfigFileError(f"{where}: YAML aliases (*anchor) are not allowed in pipeline files")
     seen.add(id(node))
     tag = node.tag.value if hasattr(node.tag, "value") else node.tag
-    if tag and not str(tag).startswith("tag:yaml.org,2002:"):
+    if tag and str(tag) not in _PLAIN_TAGS:
         raise ConfigFileError(f"{where}: YAML tag {tag} is not allowed in pipeline files")
     locations.lines.setdefault(path, line)
     if isinstance(node, MappingNode):

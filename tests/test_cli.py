@@ -1,0 +1,175 @@
+"""The command line: exit codes, one-line errors, stdout/stderr split, init/schema/plugins."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from .conftest import assert_accounted, run_cli
+
+GOOD = """
+version: 1
+name: t
+source:
+  use: csv
+  path: in.csv
+steps:
+  - use: filter
+    where: "x > 1"
+  - use: derive
+    columns:
+      y: "x * 10"
+sink:
+  use: parquet
+  path: out/o.parquet
+"""
+
+
+@pytest.fixture
+def pipeline(write) -> Path:  # type: ignore[no-untyped-def]
+    write("in.csv", "x,name\n1,a\n2,b\n3,c\n")
+    return write("p.yaml", GOOD)  # type: ignore[no-any-return]
+
+
+def test_run_writes_output_and_json_summary(pipeline: Path) -> None:
+    """run --json: exit 0, summary on stdout, output file, summary.json in the run dir."""
+    result = run_cli("run", str(pipeline), "--json")
+    assert result.code == 0, result.stderr
+    summary = result.summary
+    assert summary["status"] == "ok"
+    assert (summary["records_in"], summary["records_out"], summary["records_filtered"]) == (3, 2, 1)
+    assert_accounted(summary)
+    assert [s["id"] for s in summary["steps"]] == ["filter", "derive"]
+    table = pq.read_table(pipeline.parent / "out" / "o.parquet")
+    assert table.to_pydict() == {"x": [2, 3], "name": ["b", "c"], "y": [20, 30]}
+    stored = json.loads((pipeline.parent / ".headrace/runs/t/summary.json").read_text())
+    assert stored["records_out"] == 2
+    assert "Traceback" not in result.stderr
+
+
+def test_validate_ok_and_json(pipeline: Path) -> None:
+    """validate checks plugins and binds expressions against the source's columns."""
+    result = run_cli("validate", str(pipeline), "--json")
+    assert result.code == 0, result.stderr
+    assert json.loads(result.stdout)["expressions_checked_against_data"] == ["filter", "derive"]
+
+
+BAD_CONFIGS = {
+    "unknown-plugin": (("use: parquet", "use: parquett"), "p.yaml:13", "did you mean 'parquet'"),
+    "wrong-kind": (("use: derive", "use: csv"), "p.yaml:9", "is a source plugin, not a step"),
+    "unknown-option": (("path: out/o.parquet", "path: out/o.parquet\n  compresion: zstd"),
+                       "p.yaml:15", "did you mean 'compression'"),
+    "wrong-type": (("where: \"x > 1\"", "where: [1, 2]"), "p.yaml:8", "where"),
+    "bad-expression-syntax": (("x > 1", "x >"), "p.yaml:8", "syntax error"),
+    "unknown-column": (("x > 1", "nope > 1"), "p.yaml:7", "nope"),
+    "missing-env": (("in.csv", "${NOT_SET_ANYWHERE}"), "p.yaml:5", "NOT_SET_ANYWHERE"),
+    "yaml-syntax": (("name: t", "name: [t"), "p.yaml", "invalid YAML"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CONFIGS), ids=list(BAD_CONFIGS))
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_bad_config_is_one_line_and_exit_2(write, case: str, command: str) -> None:
+    """Each bad config prints one clear line naming file:line, exits 2, no traceback."""
+    (old, new), where, needle = BAD_CONFIGS[case]
+    write("in.csv", "x,name\n1,a\n")
+    assert old in GOOD
+    path = write("p.yaml", GOOD.replace(old, new, 1))
+    result = run_cli(command, str(path))
+    assert result.code == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert where in lines[0]
+    assert needle in lines[0]
+    assert "Traceback" not in result.stderr
+    assert not (path.parent / "out").exists()
+
+
+def test_missing_pipeline_file(tmp_path: Path) -> None:
+    """A missing pipeline file: exit 2 with a hint."""
+    result = run_cli("validate", str(tmp_path / "nope.yaml"))
+    assert result.code == 2
+    assert "no such pipeline file" in result.stderr
+
+
+def test_debug_shows_traceback(write) -> None:
+    """--debug adds the traceback that is otherwise hidden."""
+    path = write("p.yaml", GOOD.replace("use: parquet", "use: parquett"))
+    result = run_cli("--debug", "validate", str(path))
+    assert result.code == 2
+    assert "Traceback" in result.stderr
+
+
+def test_usage_error_exits_2() -> None:
+    """An unknown command or option is a usage error."""
+    assert run_cli("frobnicate").code == 2
+    assert run_cli("run", "--no-such-flag", "x.yaml").code == 2
+
+
+def test_version_lists_libraries() -> None:
+    """--version names headrace, Python and the key libraries."""
+    result = run_cli("--version")
+    assert result.code == 0
+    for name in ("headrace", "Python", "pyarrow", "duckdb"):
+        assert name in result.stdout
+
+
+def test_init_writes_a_runnable_example(tmp_path: Path) -> None:
+    """init writes a pipeline that validates and runs; it refuses to overwrite."""
+    result = run_cli("init", str(tmp_path / "ex"))
+    assert result.code == 0, result.stderr
+    run = run_cli("run", str(tmp_path / "ex" / "pipeline.yaml"), "--json")
+    assert run.code == 0, run.stderr
+    assert run.summary["records_out"] > 0
+    assert_accounted(run.summary)
+    again = run_cli("init", str(tmp_path / "ex"))
+    assert again.code == 2
+    assert "does not overwrite" in again.stderr
+
+
+def test_schema_is_json_schema_with_every_plugin() -> None:
+    """schema prints a JSON Schema naming each plugin's options."""
+    result = run_cli("schema")
+    assert result.code == 0
+    schema = json.loads(result.stdout)
+    step_uses = {s["properties"]["use"]["const"] for s in schema["properties"]["steps"]["items"]
+                 ["anyOf"]}
+    assert {"filter", "derive", "select", "rename", "cast", "python"} <= step_uses
+    assert "where" in json.dumps(schema)
+
+
+def test_plugins_list_and_show() -> None:
+    """plugins list shows every built-in; plugins show renders options; unknown names hint."""
+    listed = run_cli("plugins", "list", "--json")
+    names = {(p["kind"], p["name"]) for p in json.loads(listed.stdout)}
+    assert ("source", "csv") in names and ("sink", "parquet") in names
+    shown = run_cli("plugins", "show", "filter")
+    assert shown.code == 0 and "where" in shown.stdout
+    missing = run_cli("plugins", "show", "filtr")
+    assert missing.code == 2 and "did you mean 'filter'" in missing.stderr
+
+
+def test_dry_run_shows_plan_without_output(pipeline: Path) -> None:
+    """--dry-run validates and prints the plan; nothing is written."""
+    result = run_cli("run", str(pipeline), "--dry-run", "--json")
+    assert result.code == 0
+    plan = json.loads(result.stdout)
+    assert [s["id"] for s in plan["steps"]] == ["filter", "derive"]
+    assert not (pipeline.parent / "out").exists()
+
+
+def test_quiet_prints_nothing_on_success(pipeline: Path) -> None:
+    """-q keeps stderr empty for a clean run."""
+    result = run_cli("-q", "run", str(pipeline))
+    assert result.code == 0
+    assert result.stderr == ""
+
+
+def test_set_override_from_cli(pipeline: Path) -> None:
+    """--set changes an option for one run."""
+    result = run_cli("run", str(pipeline), "--set", "steps.filter.where=x > 2", "--json")
+    assert result.code == 0, result.stderr
+    assert result.summary["records_out"] == 1
