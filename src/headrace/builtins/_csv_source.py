@@ -111,6 +111,8 @@ class CsvSource(LineSource):
         )
         if not self._inferred:
             self._freeze_types(table.schema)
+            if any(self.types[f.name] != f.type for f in table.schema):
+                return self.parse(data, first_line)  # again, with the frozen types
         return Parsed(table, [self._reject(row, data, first_line) for row in rejected])
 
     def _convert_options(self) -> pacsv.ConvertOptions:
@@ -123,7 +125,10 @@ class CsvSource(LineSource):
         """Later blocks are parsed with the first block's types, so every batch agrees."""
         for field in schema:
             if field.name not in self.types:
-                self.types[field.name] = pa.string() if pa.types.is_null(field.type) else field.type
+                # All-null columns and text with invalid UTF-8 are read as strings; the bad
+                # rows then fail conversion and become dead letters.
+                loose = pa.types.is_null(field.type) or pa.types.is_binary(field.type)
+                self.types[field.name] = pa.string() if loose else field.type
         self._inferred = True
 
     def _reject(self, row: Any, data: bytes, first_line: int) -> DeadRecord:

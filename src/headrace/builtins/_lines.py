@@ -133,9 +133,13 @@ class LineReader:
                 return LineBlock(b"", self._line, self._offset, self._offset, oversized) \
                     if oversized else None
             first_line, start = self._line, self._offset
-            parts, size = [self._carry], len(self._carry)
-            self._carry = b""
             data: bytes | None = None
+            cut = self._carry.rfind(b"\n")
+            if cut >= 0:  # left over from read_line: whole lines are a block already
+                data, self._carry = self._carry[: cut + 1], self._carry[cut + 1:]
+            parts, size = [self._carry], len(self._carry)
+            if data is None:
+                self._carry = b""
             while data is None:
                 chunk = b"" if self._eof else self._read(self.block_size)
                 if not chunk:

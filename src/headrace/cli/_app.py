@@ -241,7 +241,7 @@ def plugins_show(
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: one line per error, a traceback only with --debug."""
     try:
-        app(args=argv, prog_name="headrace", standalone_mode=False)
+        code = app(args=argv, prog_name="headrace", standalone_mode=False)
     except typer.Exit as exc:
         return int(exc.exit_code or 0)
     except HeadraceError as exc:
@@ -263,4 +263,4 @@ def main(argv: list[str] | None = None) -> int:
         print(f"headrace: internal error: {type(exc).__name__}: {exc} "
               "(run with --debug for the traceback)", file=sys.stderr)
         return 1
-    return 0
+    return code if isinstance(code, int) else 0
