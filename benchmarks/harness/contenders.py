@@ -28,7 +28,7 @@ def headrace_executable() -> str:
 
 @dataclass
 class Contender:
-    """One way of doing the workload: ``command(input, output, work_dir) -> (argv, env)``."""
+    """One way of doing a workload: its argv and extra environment for (input, output)."""
 
     name: str
     argv: Callable[[Path, Path], list[str]]
@@ -64,11 +64,10 @@ def run_round_robin(
     work: Path,
     repeats: int,
     suffix: str,
-    check: Callable[[str, Path], None] | None = None,
 ) -> dict[tuple[str, str], Outcome]:
     """Run every (contender, job) ``repeats`` times, interleaved; keyed by (name, job label).
 
-    ``jobs`` are (label, input file) pairs. ``check(key, output)`` runs after each success.
+    ``jobs`` are (label, input file) pairs; outputs are named ``<name>-<label><suffix>``.
     """
     results: dict[tuple[str, str], Outcome] = {}
     for rep in range(repeats):
@@ -81,8 +80,6 @@ def run_round_robin(
                 outcome = results.setdefault(key, Outcome(Series(), dst))
                 outcome.series.runs.append(run)
                 _progress(rep, repeats, contender.name, label, run)
-                if run.ok and check is not None:
-                    check(contender.name, dst)
     return results
 
 

@@ -9,6 +9,7 @@ Peak RSS is the larger of two lower bounds of the true peak:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import subprocess
@@ -77,10 +78,8 @@ class _TreeSampler(threading.Thread):
                 procs = [root, *root.children(recursive=True)]
                 total = 0
                 for proc in procs:
-                    try:
+                    with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
                         total += proc.memory_info().rss
-                    except (psutil.NoSuchProcess, psutil.AccessDenied):
-                        pass
                 self.peak = max(self.peak, total)
                 self._done.wait(SAMPLE_INTERVAL)
         except (psutil.NoSuchProcess, psutil.AccessDenied):

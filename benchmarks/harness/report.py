@@ -26,7 +26,7 @@ class Table:
         line = "  ".join("-" * w for w in widths)
         out = [self.title, "=" * len(self.title), _pad(self.headers, widths), line]
         out += [_pad(r, widths) for r in self.rows]
-        return "\n".join(out + [""] + self.notes)
+        return "\n".join([*out, "", *self.notes])
 
     def markdown(self) -> str:
         out = [f"## {self.title}", "", "| " + " | ".join(self.headers) + " |",

@@ -120,14 +120,15 @@ class Batch:
     @staticmethod
     def concat(parts: list[Batch]) -> Batch:
         """Join batches that came from one input batch, keeping their order."""
+        # Empty parts may carry the input's schema rather than the output's: leave them out.
+        parts = [p for p in parts if p.num_rows] or parts[:1]
         if len(parts) == 1:
             return parts[0]
         position = parts[0].position if parts else None
         has_ids = all(p.row_ids is not None for p in parts)
         ids = np.concatenate([p.row_ids for p in parts]) if has_ids else None  # type: ignore[misc]
         if all(p.is_columnar for p in parts):
-            tables = [p.to_arrow() for p in parts if p.num_rows or p is parts[0]]
-            table = pa.concat_tables(tables, promote_options="permissive")
+            table = pa.concat_tables([p.to_arrow() for p in parts], promote_options="permissive")
             return Batch(_table=table, row_ids=ids, position=position)
         rows = [r for p in parts for r in p.to_rows()]
         return Batch(_rows=rows, row_ids=ids, position=position)
