@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from headrace.sampledata import write_flights_csv
@@ -53,7 +54,10 @@ def remove(path: Path) -> None:
 
 
 def warm_cache(path: Path) -> None:
-    """Read ``path`` once so every contender starts with it in the page cache."""
+    """Flush pending writes (a just-generated file), then read ``path`` once so every
+    contender starts with it in the page cache."""
+    if hasattr(os, "sync"):
+        os.sync()
     with path.open("rb") as handle:
         while handle.read(16 * 1024 * 1024):
             pass

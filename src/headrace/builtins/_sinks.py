@@ -10,7 +10,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from pydantic import Field
 
-from headrace.errors import SinkError
+from headrace.errors import ConfigValueError, SinkError
 
 from ._file_sink import FileSink, FileSinkOptions
 
@@ -29,7 +29,8 @@ class ParquetSink(FileSink):
     def __init__(self, options: ParquetSinkOptions, context: Any) -> None:
         super().__init__(options, context)
         if self.to_stdout:
-            raise SinkError("the parquet sink cannot write to stdout", hint="use csv or jsonl")
+            raise ConfigValueError("the parquet sink cannot write to stdout",
+                                   hint="use csv or jsonl")
 
     def _open_writer(self, handle: IO[bytes], schema: pa.Schema) -> None:
         self._writer = pq.ParquetWriter(
