@@ -137,7 +137,7 @@ def test_python_batch_modes(write) -> None:
           - {use: python, function: 'funcs:keep_even', mode: batch}
           - {use: python, function: 'funcs:arrow_head', mode: batch, format: arrow}
     """
-    summary, rows, dead = run_steps(write, steps.strip("\n"), extra_files={"funcs.py": FUNCS},
+    _summary, rows, dead = run_steps(write, steps.strip("\n"), extra_files={"funcs.py": FUNCS},
                                     expect_code=1)
     assert [r["id"] for r in rows] == [2, 4, 8]
     assert [d["record"]["id"] for d in dead] == [6]

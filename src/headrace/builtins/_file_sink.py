@@ -121,7 +121,7 @@ class FileSink(Sink):
     def _abort_blocking(self) -> None:
         try:
             self._close_writer()
-        except Exception:  # noqa: BLE001 - the output is being discarded anyway
+        except Exception:
             self.context.logger.debug("closing a discarded writer failed", exc_info=True)
         if self._handle is not None and not self.to_stdout:
             self._handle.close()

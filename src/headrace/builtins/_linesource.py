@@ -3,7 +3,7 @@ with lines that do not parse isolated and dead-lettered with their line number."
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import ClassVar
 
 import anyio
@@ -99,7 +99,7 @@ class LineSource(Source):
             parsed = self.parse(block.data, block.first_line)
             lines = block.record_lines()
             if parsed.rejected:
-                lines = lines[~np.isin(lines, [r.row_id for r in parsed.rejected])]
+                lines = lines[~np.isin(lines, _row_ids(parsed.rejected))]
             # A mismatch means a quote swallowed a newline: find the lines at fault.
             if parsed.table.num_rows == len(lines):
                 return parsed.table, lines, parsed.rejected
@@ -123,7 +123,7 @@ class LineSource(Source):
                 piece = LineBlock(data, first_line + lo, 0, 0, [], newline_positions(data))
                 numbers = piece.record_lines()
                 if parsed.rejected:
-                    numbers = numbers[~np.isin(numbers, [r.row_id for r in parsed.rejected])]
+                    numbers = numbers[~np.isin(numbers, _row_ids(parsed.rejected))]
                 if parsed.table.num_rows == len(numbers) and (
                     hi - lo > 1 or self.line_is_whole(lines[lo])
                 ):
@@ -160,6 +160,5 @@ class LineSource(Source):
         return DeadRecord({"line": line.decode("utf-8", "replace")}, kind, error, number)
 
 
-def quote_balanced(quote: str) -> Callable[[bytes], bool]:
-    mark = quote.encode()
-    return lambda line: line.count(mark) % 2 == 0
+def _row_ids(dead: list[DeadRecord]) -> list[int]:
+    return [d.row_id for d in dead if d.row_id is not None]

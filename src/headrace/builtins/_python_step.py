@@ -47,7 +47,7 @@ def load_function(path: str, where: str) -> Callable[..., Any]:
         ) from None
     if not callable(obj):
         raise ConfigValueError(f"{where}: {path!r} is not callable")
-    return obj  # type: ignore[no-any-return]
+    return obj
 
 
 class PythonStep(Step):

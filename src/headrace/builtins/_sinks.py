@@ -22,7 +22,7 @@ class ParquetSinkOptions(FileSinkOptions):
 
 class ParquetSink(FileSink):
     summary = "Parquet file, written atomically (temporary name, renamed on success)"
-    Options: ClassVar[type[ParquetSinkOptions]] = ParquetSinkOptions  # type: ignore[assignment]
+    Options: ClassVar[type[ParquetSinkOptions]] = ParquetSinkOptions
     options: ParquetSinkOptions
     _writer: pq.ParquetWriter | None = None
 
@@ -54,7 +54,7 @@ class CsvSinkOptions(FileSinkOptions):
 
 class CsvSink(FileSink):
     summary = "CSV file or stdout ('-'), written atomically"
-    Options: ClassVar[type[CsvSinkOptions]] = CsvSinkOptions  # type: ignore[assignment]
+    Options: ClassVar[type[CsvSinkOptions]] = CsvSinkOptions
     options: CsvSinkOptions
     _writer: pacsv.CSVWriter | None = None
 
@@ -108,8 +108,8 @@ class StdoutSink(JsonlSink):
     """Records to stdout as JSON Lines (or CSV with ``format: csv``)."""
 
     summary = "records to stdout as JSON Lines or CSV"
-    Options: ClassVar[type[StdoutOptions]] = StdoutOptions  # type: ignore[assignment]
-    options: StdoutOptions  # type: ignore[assignment]
+    Options: ClassVar[type[StdoutOptions]] = StdoutOptions
+    options: StdoutOptions
     _csv: pacsv.CSVWriter | None = None
 
     def _open_writer(self, handle: IO[bytes], schema: pa.Schema) -> None:

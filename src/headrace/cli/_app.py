@@ -114,7 +114,8 @@ def run(
         if sys.stderr.isatty():
             observers.append(RichProgress(_stderr_console()))
         else:
-            observers.append(LineProgress(sys.stderr, plan.pipeline.config.runtime.progress_interval))
+            interval = plan.pipeline.config.runtime.progress_interval
+            observers.append(LineProgress(sys.stderr, interval))
     result = run_plan(plan, observers)
     summary = result.summary
     _write_run_summary(plan, summary)
@@ -252,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("headrace: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, exit 1
+    except Exception as exc:
         if type(exc).__name__ == "Abort":
             return 130
         if hasattr(exc, "show") and hasattr(exc, "exit_code"):  # click's usage errors

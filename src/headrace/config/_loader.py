@@ -144,7 +144,7 @@ def _scalar(node: Any, constructor: Any) -> Any:
 
     if not isinstance(node, ScalarNode):
         raise ConfigFileError(f"line {node.start_mark.line + 1}: keys must be plain scalars")
-    tag = node.tag.value if hasattr(node.tag, "value") else node.tag
+    tag = getattr(node.tag, "value", node.tag)
     if tag == "tag:yaml.org,2002:timestamp":
         return node.value  # keep dates as the text the user wrote
     return constructor.construct_object(node, deep=True)

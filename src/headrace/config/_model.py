@@ -6,9 +6,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-STEP_RESERVED_KEYS = frozenset(
-    {"id", "use", "concurrency", "executor", "on_error", "timeout", "retry", "breaker", "rate_limit"}
-)
+STEP_RESERVED_KEYS = frozenset({
+    "id", "use", "concurrency", "executor", "on_error", "timeout", "retry", "breaker", "rate_limit",
+})
 # Reserved by the interface contract, implemented by the runtime-policies work.
 NOT_YET_AVAILABLE_KEYS = frozenset({"timeout", "retry", "breaker", "rate_limit"})
 ENDPOINT_RESERVED_KEYS = frozenset({"id", "use"})

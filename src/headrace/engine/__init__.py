@@ -18,7 +18,7 @@ from ._events import (
 )
 from ._files import discard, prepare_output, publish
 from ._plan import Plan, PlannedStep, build_plan, check_schemas
-from ._runner import RunResult, Runner, dead_letter_path, run_plan
+from ._runner import Runner, RunResult, dead_letter_path, run_plan
 from ._stats import RunStats, StepStats
 
 __all__ = [

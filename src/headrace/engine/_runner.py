@@ -21,7 +21,15 @@ from headrace.errors import HeadraceError, SinkError, SourceError
 from headrace.plugin import Batch, DeadRecord, Position
 
 from ._deadletter import DeadLetterWriter
-from ._events import BatchRead, BatchWritten, Event, EventBus, RunFinished, RunStarted, StopRequested
+from ._events import (
+    BatchRead,
+    BatchWritten,
+    Event,
+    EventBus,
+    RunFinished,
+    RunStarted,
+    StopRequested,
+)
 from ._plan import Plan
 from ._stage import StepStage
 from ._stats import RunStats, StepStats

@@ -126,7 +126,7 @@ class Batch:
             return parts[0]
         position = parts[0].position if parts else None
         has_ids = all(p.row_ids is not None for p in parts)
-        ids = np.concatenate([p.row_ids for p in parts]) if has_ids else None  # type: ignore[misc]
+        ids = np.concatenate([p.row_ids for p in parts]) if has_ids else None
         if all(p.is_columnar for p in parts):
             table = pa.concat_tables([p.to_arrow() for p in parts], promote_options="permissive")
             return Batch(_table=table, row_ids=ids, position=position)

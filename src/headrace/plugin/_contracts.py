@@ -94,9 +94,9 @@ class Step(Plugin):
 
     kind = "step"
     #: "arrow" or "rows": what the step wants; the engine converts lazily.
-    batch_format: ClassVar[Literal["arrow", "rows"]] = "arrow"
-    default_executor: ClassVar[Executor] = "thread"
-    supported_executors: ClassVar[frozenset[str]] = frozenset({"async", "thread"})
+    batch_format: Literal["arrow", "rows"] = "arrow"
+    default_executor: Executor = "thread"
+    supported_executors: frozenset[str] = frozenset({"async", "thread"})
     #: Whether a failing batch may be split and re-run to isolate bad records.
     splittable: ClassVar[bool] = True
 
@@ -125,10 +125,10 @@ class Sink(Plugin):
     async def write(self, batch: Batch) -> None:
         """Write one batch."""
 
-    async def finish(self) -> None:  # noqa: B027 - optional hook
+    async def finish(self) -> None:
         """Make the output final (flush, fsync, rename)."""
 
-    async def abort(self) -> None:  # noqa: B027 - optional hook
+    async def abort(self) -> None:
         """Discard partial output; the final name is left untouched."""
 
     def describe(self) -> str:

@@ -1,0 +1,87 @@
+"""Ctrl-C and SIGTERM on a real subprocess: drain, publish, summary, exit 130/143, no asyncio
+warnings; a second signal stops at once and leaves nothing half-written."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import assert_accounted, read_jsonl
+
+SLOW = """
+import os, time
+from pathlib import Path
+
+def slow(record):
+    marker = Path(os.environ["HEADRACE_TEST_MARKER"])
+    if not marker.exists():
+        marker.write_text("started")
+    time.sleep(0.0005)
+    return record
+"""
+
+
+def start(write, tmp_path: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    write("in.csv", "id,v\n" + "".join(f"{i},{i}\n" for i in range(40_000)))
+    write("slowfn.py", SLOW)
+    path = write("p.yaml", """
+        version: 1
+        name: sig
+        source: {use: csv, path: in.csv, block_size: 4096}
+        steps:
+          - {use: python, function: "slowfn:slow"}
+        sink: {use: jsonl, path: out/o.jsonl}
+        """)
+    marker = tmp_path / "started"
+    env = {**os.environ, "HEADRACE_TEST_MARKER": str(marker), "PYTHONWARNINGS": "default"}
+    proc = subprocess.Popen([sys.executable, "-m", "headrace", "run", str(path), "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    deadline = time.monotonic() + 30
+    while not marker.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the run never started"
+        time.sleep(0.02)
+    time.sleep(0.3)
+    return proc, path.parent
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
+                         ids=["SIGINT", "SIGTERM"])
+def test_signal_drains_and_publishes(write, tmp_path: Path, sig: signal.Signals,
+                                     code: int) -> None:
+    """One signal: the source stops, in-flight work drains into the sink, exit 130/143."""
+    proc, base = start(write, tmp_path)
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=30)
+    text = stderr.decode()
+    assert proc.returncode == code, text
+    summary = json.loads(stdout.decode().strip().splitlines()[-1])
+    assert summary["status"] == "interrupted"
+    assert summary["interrupted_by"] == sig.name
+    assert_accounted(summary)
+    assert 0 < summary["records_out"] < 40_000
+    rows = read_jsonl(base / "out" / "o.jsonl")
+    assert [r["id"] for r in rows] == list(range(summary["records_out"]))
+    for warning in ("Task was destroyed", "never retrieved", "was never awaited", "Traceback"):
+        assert warning not in text
+    assert [p.name for p in (base / "out").iterdir()] == ["o.jsonl"]
+
+
+def test_second_signal_stops_at_once_without_partial_output(write, tmp_path: Path) -> None:
+    """Two Ctrl-Cs: stop now, discard the temporary output, exit 130."""
+    proc, base = start(write, tmp_path)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130, stderr.decode()
+    out = base / "out"
+    assert not out.exists() or list(out.iterdir()) == []
+    assert "Task was destroyed" not in stderr.decode()
