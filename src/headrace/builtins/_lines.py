@@ -111,7 +111,7 @@ class LineReader:
     def read_line(self) -> bytes | None:
         """The next line (without its newline), e.g. a CSV header; None at end of input."""
         while b"\n" not in self._carry and not self._eof:
-            chunk = self._read(64 * 1024)
+            chunk = self._read(min(64 * 1024, self.block_size))
             if not chunk:
                 self._eof = True
             self._carry += chunk

@@ -13,7 +13,15 @@ import pyarrow as pa
 from pydantic import Field
 
 from headrace.errors import ConfigValueError
-from headrace.plugin import Batch, DataError, DeadRecord, Options, Step, StepOutput
+from headrace.plugin import (
+    Batch,
+    DataError,
+    DeadRecord,
+    Options,
+    Step,
+    StepOutput,
+    cancellation_point,
+)
 
 
 class PythonOptions(Options):
@@ -102,7 +110,9 @@ class PythonStep(Step):
         fn = self.function
         results: list[Any] = []
         append = results.append
-        for row in rows:
+        for i, row in enumerate(rows):
+            if i % 256 == 255:
+                cancellation_point()
             try:
                 append(fn(row))
             except Exception as exc:  # the record's own failure: it becomes a dead letter

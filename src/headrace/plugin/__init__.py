@@ -5,7 +5,17 @@ Layer: imports ``headrace.config`` and ``headrace.errors`` only.
 
 from ._batch import Batch, DeadRecord, Position
 from ._context import PluginContext
-from ._contracts import DataError, Executor, Options, Plugin, Sink, Source, Step, StepOutput
+from ._contracts import (
+    DataError,
+    Executor,
+    Options,
+    Plugin,
+    Sink,
+    Source,
+    Step,
+    StepOutput,
+    cancellation_point,
+)
 from ._registry import GROUPS, PluginInfo, discover, load_plugin
 from ._sql import SqlEvaluator, check_syntax, quote_ident
 
@@ -25,6 +35,7 @@ __all__ = [
     "SqlEvaluator",
     "Step",
     "StepOutput",
+    "cancellation_point",
     "check_syntax",
     "discover",
     "load_plugin",

@@ -89,6 +89,17 @@ class DataError(Exception):
     """
 
 
+def cancellation_point() -> None:
+    """Raise if the run was cancelled; cheap. Long loops in ``Step.process`` call it now and
+    then, so a second Ctrl-C does not wait for a whole batch to finish in a worker thread."""
+    import anyio.from_thread
+
+    try:
+        anyio.from_thread.check_cancelled()
+    except RuntimeError:  # not in an engine worker thread (inline, or a worker process)
+        pass
+
+
 class Step(Plugin):
     """Transforms batches. Implement ``process`` (sync) or ``process_async``."""
 
