@@ -156,7 +156,14 @@ class LineSource(Source):
         return pa.table({})
 
     def bad_line(self, line: bytes, number: int, error: str) -> DeadRecord:
-        kind = "UnicodeDecodeError" if "UTF8" in error or "utf-8" in error else "ParseError"
+        if "UTF8" in error or "utf-8" in error:
+            kind = "UnicodeDecodeError"
+        elif "conversion error" in error:
+            kind = "ConversionError"
+        elif "quote" in error:
+            kind = "UnbalancedQuote"
+        else:
+            kind = "ParseError"
         return DeadRecord({"line": line.decode("utf-8", "replace")}, kind, error, number)
 
 

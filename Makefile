@@ -1,0 +1,34 @@
+# Two commands matter: `make demo` (set up, generate data, run the main example) and
+# `make test` (set up, lint, type-check, test). Both need only Python 3.11+, pip and make.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO_SIZE ?= 300MB
+
+.PHONY: demo test lint bench clean
+
+demo: $(VENV)/.installed examples/flights/data/flights.csv
+	$(BIN)/headrace run examples/flights/pipeline.yaml
+
+examples/flights/data/flights.csv: | $(VENV)/.installed
+	$(BIN)/python -m headrace.sampledata $@ --size $(DEMO_SIZE)
+
+test: $(VENV)/.installed lint
+	$(BIN)/pytest
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/mypy
+
+bench: $(VENV)/.installed
+	$(BIN)/python benchmarks/run.py
+
+# The lock pins every dependency, so CI and laptops install the same versions.
+$(VENV)/.installed: pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c requirements.lock -e '.[dev,bench,uvloop]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) examples/*/out examples/flights/data .pytest_cache .mypy_cache .ruff_cache
