@@ -6,6 +6,7 @@ Lifecycle: the engine constructs a plugin with its validated options and a conte
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -94,10 +95,9 @@ def cancellation_point() -> None:
     then, so a second Ctrl-C does not wait for a whole batch to finish in a worker thread."""
     import anyio.from_thread
 
-    try:
+    # Outside an engine worker thread (inline, or in a worker process) there is nothing to check.
+    with contextlib.suppress(RuntimeError):
         anyio.from_thread.check_cancelled()
-    except RuntimeError:  # not in an engine worker thread (inline, or a worker process)
-        pass
 
 
 class Step(Plugin):
