@@ -17,7 +17,7 @@ test: $(VENV)/.installed lint
 	$(BIN)/pytest
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff check .
 	$(BIN)/mypy
 
 bench: $(VENV)/.installed
