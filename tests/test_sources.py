@@ -190,3 +190,18 @@ def test_unreadable_source_fails_with_one_line(write, use, path, content, needle
     assert result.code == 1
     assert needle in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_corrupt_parquet_page_fails_cleanly(tmp_path: Path, write) -> None:
+    """A Parquet file damaged after its footer was read: exit 1, one line, nothing published."""
+    table = pa.table({"id": list(range(200_000)), "v": [f"value {i}" for i in range(200_000)]})
+    target = tmp_path / "in.parquet"
+    pq.write_table(table, target, row_group_size=50_000, compression="snappy")
+    data = bytearray(target.read_bytes())
+    middle = len(data) // 2
+    data[middle: middle + 4096] = b"\x00" * 4096
+    target.write_bytes(bytes(data))
+    result = run_cli("run", str(pipeline(write, "parquet", "in.parquet")))
+    assert result.code == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out" / "o.jsonl").exists()

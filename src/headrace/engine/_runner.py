@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import pyarrow as pa
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from headrace.errors import HeadraceError, SinkError, SourceError
@@ -116,7 +117,7 @@ class Runner:
                         break
             except HeadraceError:
                 raise
-            except OSError as exc:
+            except (OSError, pa.ArrowException) as exc:
                 raise SourceError(f"source '{self._source_id}': {exc}") from exc
             finally:
                 with anyio.CancelScope(shield=True):
@@ -129,10 +130,9 @@ class Runner:
                     await self.plan.sink.write(batch)
                 except HeadraceError:
                     raise
-                except OSError as exc:
-                    raise SinkError(
-                        f"sink '{self.plan.sink.describe()}': {exc.strerror or exc}"
-                    ) from exc
+                except (OSError, pa.ArrowException) as exc:
+                    reason = getattr(exc, "strerror", None) or exc
+                    raise SinkError(f"sink '{self.plan.sink.describe()}': {reason}") from exc
                 self.stats.records_out += batch.num_rows
                 self.bus.emit(BatchWritten(batch.num_rows))
 
