@@ -1,27 +1,30 @@
 """Run one command as a child process and measure its wall time and peak memory.
 
-Peak RSS is the larger of two lower bounds of the true peak:
-- the kernel's high-water mark of the child (``ru_maxrss`` from ``os.wait4`` of that child,
-  which also covers its waited-for descendants, one at a time);
-- the sum of RSS over the child's whole process tree, sampled with psutil while it runs
-  (catches worker processes that live at the same time).
+The command runs under ``spawn_wrapper.py``, a fresh small process, which times it and
+reports its ``ru_maxrss`` (the kernel's high-water mark; covers waited-for descendants one
+at a time). Meanwhile psutil samples the summed RSS of the command's process tree, which
+catches worker processes alive at the same time. Peak RSS is the larger of the two.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import signal
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psutil
 
 SAMPLE_INTERVAL = 0.05
+WRAPPER = Path(__file__).resolve().parent / "spawn_wrapper.py"
 
 
 @dataclass
@@ -73,9 +76,9 @@ class _TreeSampler(threading.Thread):
 
     def run(self) -> None:
         try:
-            root = psutil.Process(self.pid)
+            wrapper = psutil.Process(self.pid)
             while not self._done.is_set():
-                procs = [root, *root.children(recursive=True)]
+                procs = wrapper.children(recursive=True)  # the command's tree, not the wrapper
                 total = 0
                 for proc in procs:
                     with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
@@ -94,19 +97,30 @@ def run_measured(cmd: Sequence[str], env: Mapping[str, str] | None = None,
                  timeout: float = 3600.0) -> Measurement:
     """Run ``cmd`` (stdout discarded, stderr kept) and measure it."""
     full_env = {**os.environ, **(env or {})}
-    with tempfile.TemporaryFile() as err:
-        start = time.perf_counter()
-        proc = subprocess.Popen(list(cmd), stdout=subprocess.DEVNULL, stderr=err, env=full_env)
-        killer = threading.Timer(timeout, proc.kill)
-        killer.start()
-        sampler = _TreeSampler(proc.pid)
-        sampler.start()
-        _, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - start
-        killer.cancel()
-        sampler.stop()
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        err.seek(0)
-        stderr = err.read().decode("utf-8", "replace")
-    peak = max(usage.ru_maxrss * 1024, sampler.peak)  # ru_maxrss is in KiB on Linux
-    return Measurement(seconds, peak, proc.returncode, stderr)
+    fd, result_name = tempfile.mkstemp(suffix=".json")
+    os.close(fd)
+    result_path = Path(result_name)
+    try:
+        with tempfile.TemporaryFile() as err:
+            wrapper = subprocess.Popen(
+                [sys.executable, "-S", str(WRAPPER), result_name, *cmd],
+                stdout=subprocess.DEVNULL, stderr=err, env=full_env, start_new_session=True,
+            )
+            sampler = _TreeSampler(wrapper.pid)
+            sampler.start()
+            try:
+                wrapper.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(wrapper.pid, signal.SIGKILL)
+                wrapper.wait()
+            sampler.stop()
+            err.seek(0)
+            stderr = err.read().decode("utf-8", "replace")
+        text = result_path.read_text(encoding="utf-8")
+    finally:
+        result_path.unlink(missing_ok=True)
+    if wrapper.returncode != 0 or not text:
+        return Measurement(0.0, sampler.peak, wrapper.returncode or -1, stderr)
+    result = json.loads(text)
+    peak = max(result["maxrss_kib"] * 1024, sampler.peak)  # ru_maxrss is in KiB on Linux
+    return Measurement(result["seconds"], peak, result["returncode"], stderr)

@@ -68,6 +68,7 @@ class CsvSource(LineSource):
         self.names: list[str] = list(options.column_names or [])
         self.types: dict[str, pa.DataType] = {k: arrow_type(v) for k, v in options.types.items()}
         self._inferred = False
+        self.include: list[str] | None = None
 
     def _parse_header(self, line: bytes) -> list[str]:
         text = line.decode("utf-8-sig", "replace").rstrip("\r")
@@ -115,8 +116,14 @@ class CsvSource(LineSource):
                 return self.parse(data, first_line)  # again, with the frozen types
         return Parsed(table, [self._reject(row, data, first_line) for row in rejected])
 
+    def project(self, columns: list[str]) -> bool:
+        self.include = columns
+        return True
+
     def _convert_options(self) -> pacsv.ConvertOptions:
         kwargs: dict[str, Any] = {"column_types": self.types}
+        if self.include is not None:
+            kwargs["include_columns"] = self.include
         if self.options.null_values is not None:
             kwargs["null_values"] = self.options.null_values
         return pacsv.ConvertOptions(**kwargs)
@@ -145,7 +152,8 @@ class CsvSource(LineSource):
         return line.count(self.options.quote_char.encode()) % 2 == 0
 
     def empty_table(self) -> pa.Table:
-        return pa.schema([(n, self.types.get(n, pa.string())) for n in self.names]).empty_table()
+        names = self.include if self.include is not None else self.names
+        return pa.schema([(n, self.types.get(n, pa.string())) for n in names]).empty_table()
 
     def peek_schema(self) -> pa.Schema | None:
         """Column names and types from the header and the first 1 MiB."""
@@ -164,7 +172,7 @@ class CsvSource(LineSource):
             block = reader.next_block()
             if block is None or not block.data.strip():
                 return probe.empty_table().schema
-            probe.parse(block.data, block.first_line)
+            probe._parse_block(block)  # bad lines are isolated, as in a run
             return probe.empty_table().schema
         except (SourceError, pa.ArrowException, OSError, ValueError):
             return None

@@ -56,7 +56,7 @@ class JsonlSource(LineSource):
             block = reader.next_block()
             if block is None:
                 return None
-            return self.parse(block.data, block.first_line).table.schema
+            return self._parse_block(block)[0].schema
         except (SourceError, pa.ArrowException, OSError):
             return None
         finally:

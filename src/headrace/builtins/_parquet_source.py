@@ -31,6 +31,7 @@ class ParquetSource(Source):
         self.path = context.resolve_path(options.path)
         self._file: pq.ParquetFile | None = None
         self._rows_read = 0
+        self._columns = options.columns
 
     def _open_file(self) -> pq.ParquetFile:
         try:
@@ -54,6 +55,10 @@ class ParquetSource(Source):
     def progress(self) -> int:
         return self._rows_read
 
+    def project(self, columns: list[str]) -> bool:
+        self._columns = columns
+        return True
+
     def peek_schema(self) -> pa.Schema | None:
         try:
             schema = pq.read_schema(self.path)
@@ -66,7 +71,7 @@ class ParquetSource(Source):
     async def batches(self) -> AsyncIterator[Batch]:
         assert self._file is not None
         iterator: Iterator[pa.RecordBatch] = self._file.iter_batches(
-            batch_size=self.options.batch_size, columns=self.options.columns
+            batch_size=self.options.batch_size, columns=self._columns
         )
         while True:
             record_batch = await anyio.to_thread.run_sync(next, iterator, None)

@@ -16,6 +16,7 @@ from headrace.plugin import (
     StepOutput,
     check_syntax,
     quote_ident,
+    referenced_columns,
 )
 
 
@@ -60,6 +61,12 @@ class FilterStep(Step):
         self._mask(schema.empty_table())
         return schema
 
+    def input_columns(
+        self, needed: frozenset[str] | None, available: list[str]
+    ) -> frozenset[str] | None:
+        refs = referenced_columns(self.options.where, available)
+        return None if needed is None or refs is None else needed | refs
+
 
 class DeriveOptions(Options):
     columns: dict[str, str] = Field(
@@ -78,6 +85,7 @@ class DeriveStep(Step):
         super().__init__(options, context)
         for name, expression in options.columns.items():
             check_syntax(expression, f"{context.where('columns', name)}: columns.{name}")
+        self.derived_columns = dict(options.columns)
         self.select_list = ", ".join(
             f"({expr}) AS {quote_ident(name)}" for name, expr in options.columns.items()
         )
@@ -85,6 +93,11 @@ class DeriveStep(Step):
 
     def _apply(self, table: pa.Table) -> pa.Table:
         derived = self.sql.select(table, self.select_list)
+        if derived.column_names != list(self.options.columns):
+            from headrace.errors import ExpressionError
+
+            raise ExpressionError(f"{self.sql.label}: each expression must give one column, "
+                                  f"got {derived.column_names}")
         for name in self.options.columns:
             column = derived.column(name)
             index = table.schema.get_field_index(name)
@@ -100,6 +113,19 @@ class DeriveStep(Step):
 
     def output_schema(self, schema: pa.Schema) -> pa.Schema:
         return self._apply(schema.empty_table()).schema
+
+    def input_columns(
+        self, needed: frozenset[str] | None, available: list[str]
+    ) -> frozenset[str] | None:
+        if needed is None:
+            return None
+        wanted = set(needed - set(self.derived_columns))
+        for expression in self.derived_columns.values():
+            refs = referenced_columns(expression, available)
+            if refs is None:
+                return None
+            wanted |= refs
+        return frozenset(wanted)
 
 
 class CastOptions(Options):
@@ -170,6 +196,11 @@ class SelectStep(Step):
         _missing(self.options.columns, schema, "select")
         return pa.schema([schema.field(c) for c in self.options.columns])
 
+    def input_columns(
+        self, needed: frozenset[str] | None, available: list[str]
+    ) -> frozenset[str] | None:
+        return frozenset(self.options.columns)
+
 
 class RenameOptions(Options):
     columns: dict[str, str] = Field(min_length=1, description="Old name -> new name.")
@@ -195,4 +226,12 @@ class RenameStep(Step):
     def output_schema(self, schema: pa.Schema) -> pa.Schema:
         names = self._names(schema)
         return pa.schema([f.with_name(n) for f, n in zip(schema, names, strict=True)])
+
+    def input_columns(
+        self, needed: frozenset[str] | None, available: list[str]
+    ) -> frozenset[str] | None:
+        if needed is None:
+            return None
+        back = {new: old for old, new in self.options.columns.items()}
+        return frozenset(back.get(n, n) for n in needed)
 

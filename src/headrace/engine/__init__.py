@@ -18,6 +18,7 @@ from ._events import (
 )
 from ._files import discard, prepare_output, publish
 from ._plan import Plan, PlannedStep, build_plan, check_schemas
+from ._projection import apply_projection, needed_source_columns
 from ._runner import Runner, RunResult, dead_letter_path, run_plan
 from ._stats import RunStats, StepStats
 
@@ -38,10 +39,12 @@ __all__ = [
     "Runner",
     "StepStats",
     "StopRequested",
+    "apply_projection",
     "build_plan",
     "check_schemas",
     "dead_letter_path",
     "discard",
+    "needed_source_columns",
     "prepare_output",
     "publish",
     "run_plan",

@@ -7,6 +7,7 @@ a drain that outlives ``drain_timeout``, cancels everything and discards the par
 
 from __future__ import annotations
 
+import logging
 import signal
 import time
 from collections.abc import Callable
@@ -32,8 +33,11 @@ from ._events import (
     StopRequested,
 )
 from ._plan import Plan
+from ._projection import apply_projection
 from ._stage import StepStage
 from ._stats import RunStats, StepStats
+
+logger = logging.getLogger("headrace.engine")
 
 
 @dataclass
@@ -235,6 +239,9 @@ def run_plan(
     handle_signals: bool = True,
 ) -> RunResult:
     """Run ``plan`` on a new event loop (uvloop when configured and installed)."""
+    projected = apply_projection(plan)
+    if projected is not None:
+        logger.info("reading only the columns the pipeline uses: %s", ", ".join(projected))
     runner = Runner(plan, observers)
     loop = plan.pipeline.config.runtime.loop
     use_uvloop = False

@@ -17,7 +17,7 @@ from ._contracts import (
     cancellation_point,
 )
 from ._registry import GROUPS, PluginInfo, discover, load_plugin
-from ._sql import SqlEvaluator, check_syntax, quote_ident
+from ._sql import SqlEvaluator, check_syntax, quote_ident, referenced_columns
 
 __all__ = [
     "GROUPS",
@@ -40,4 +40,5 @@ __all__ = [
     "discover",
     "load_plugin",
     "quote_ident",
+    "referenced_columns",
 ]

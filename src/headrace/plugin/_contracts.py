@@ -73,6 +73,10 @@ class Source(Plugin):
         """The schema of the first records, cheaply, for ``validate``; None when unknown."""
         return None
 
+    def project(self, columns: list[str]) -> bool:
+        """Read only ``columns`` (the pipeline never uses the others); False if unsupported."""
+        return False
+
 
 @dataclass
 class StepOutput:
@@ -124,6 +128,16 @@ class Step(Plugin):
 
     def output_schema(self, schema: pa.Schema) -> pa.Schema | None:
         """The schema this step produces from ``schema`` (checks expressions); None if unknown."""
+        return None
+
+    def input_columns(
+        self, needed: frozenset[str] | None, available: list[str]
+    ) -> frozenset[str] | None:
+        """Which input columns this step reads, given the columns needed after it.
+
+        ``None`` means all. The default is all: only steps that know better narrow it, and the
+        engine then lets the source skip columns nobody reads.
+        """
         return None
 
 

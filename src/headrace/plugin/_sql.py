@@ -9,6 +9,7 @@ everything else (syntax, unknown column) is an ``ExpressionError``.
 
 from __future__ import annotations
 
+import re
 import threading
 from typing import Any
 
@@ -76,6 +77,33 @@ def check_syntax(expression: str, label: str) -> None:
         raise ExpressionError(f"{label}: {expression!r}: {_first_line(exc)}") from None
     if len(statements) != 1:
         raise ExpressionError(f"{label}: {expression!r} is not a single expression")
+
+
+_TOKENS = re.compile(r"""'(?:[^']|'')*'|"((?:[^"]|"")*)"|([A-Za-z_][A-Za-z0-9_$]*)""")
+_STAR = re.compile(r"columns\s*\(|\.\s*\*|\(\s*\*\s*\)|^\s*\*|,\s*\*", re.IGNORECASE)
+
+
+def referenced_columns(expression: str, names: list[str]) -> frozenset[str] | None:
+    """The columns of ``names`` that ``expression`` may read; None if it may read any.
+
+    Over-approximates (a word that names a column counts even inside a function name), which
+    is safe: it only decides which columns a source may skip.
+    """
+    if _STAR.search(expression):
+        return None
+    by_lower = {n.lower(): n for n in names}
+    found: set[str] = set()
+    for match in _TOKENS.finditer(expression):
+        quoted, bare = match.group(1), match.group(2)
+        if quoted is not None:
+            name = quoted.replace('""', '"')
+            if name in names:
+                found.add(name)
+            elif name.lower() in by_lower:
+                found.add(by_lower[name.lower()])
+        elif bare is not None and bare.lower() in by_lower:
+            found.add(by_lower[bare.lower()])
+    return frozenset(found)
 
 
 def quote_ident(name: str) -> str:
