@@ -10,7 +10,7 @@ import pyarrow.csv as pacsv
 from pydantic import Field, field_validator
 
 from headrace.errors import SourceError
-from headrace.plugin import DeadRecord
+from headrace.plugin import DeadRecord, empty_table
 
 from ._lines import LineReader, compression_for
 from ._linesource import LineSource, LineSourceOptions, Parsed
@@ -153,7 +153,7 @@ class CsvSource(LineSource):
 
     def empty_table(self) -> pa.Table:
         names = self.include if self.include is not None else self.names
-        return pa.schema([(n, self.types.get(n, pa.string())) for n in names]).empty_table()
+        return empty_table(pa.schema([(n, self.types.get(n, pa.string())) for n in names]))
 
     def peek_schema(self) -> pa.Schema | None:
         """Column names and types from the header and the first 1 MiB."""

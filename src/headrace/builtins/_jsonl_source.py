@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.json as pajson
 
 from headrace.errors import SourceError
+from headrace.plugin import empty_table
 
 from ._lines import LineReader, compression_for
 from ._linesource import LineSource, LineSourceOptions, Parsed
@@ -41,7 +42,7 @@ class JsonlSource(LineSource):
         return Parsed(table, [])
 
     def empty_table(self) -> pa.Table:
-        return (self.schema or pa.schema([])).empty_table()
+        return empty_table(self.schema or pa.schema([]))
 
     def peek_schema(self) -> pa.Schema | None:
         if self.options.path == "-":

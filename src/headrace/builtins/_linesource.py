@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
-from headrace.plugin import Batch, DeadRecord, Options, Position, Source
+from headrace.plugin import Batch, DeadRecord, Options, Position, Source, empty_table
 
 from ._lines import LineBlock, LineReader, compression_for, newline_positions, split_lines
 
@@ -153,7 +153,7 @@ class LineSource(Source):
         return True
 
     def empty_table(self) -> pa.Table:
-        return pa.table({})
+        return empty_table(pa.schema([]))
 
     def bad_line(self, line: bytes, number: int, error: str) -> DeadRecord:
         if "UTF8" in error or "utf-8" in error:

@@ -3,7 +3,7 @@
 Layer: imports ``headrace.config`` and ``headrace.errors`` only.
 """
 
-from ._batch import Batch, DeadRecord, Position
+from ._batch import Batch, DeadRecord, Position, empty_table
 from ._context import PluginContext
 from ._contracts import (
     DataError,
@@ -38,6 +38,7 @@ __all__ = [
     "cancellation_point",
     "check_syntax",
     "discover",
+    "empty_table",
     "load_plugin",
     "quote_ident",
     "referenced_columns",
