@@ -23,6 +23,8 @@ from headrace.plugin import (
     cancellation_point,
 )
 
+RECORD_CHUNK = 8192
+
 
 class PythonOptions(Options):
     function: str = Field(
@@ -104,7 +106,27 @@ class PythonStep(Step):
         row_ids = batch.row_ids
         if row_ids is not None and len(kept) != len(rows):
             row_ids = row_ids[np.asarray(kept, dtype=np.int64)]
-        return StepOutput(batch.derive(rows=out, row_ids=row_ids), filtered, dead)
+        try:
+            # Back to Arrow right away: a batch of dicts would hold ~1 KB per record for as
+            # long as it waits in the channels downstream.
+            return StepOutput(batch.derive(table=pa.Table.from_pylist(out), row_ids=row_ids),
+                              filtered, dead)
+        except (pa.ArrowException, TypeError, ValueError):
+            return StepOutput(batch.derive(rows=out, row_ids=row_ids), filtered, dead)
+
+    def _records_in_chunks(self, batch: Batch) -> StepOutput:
+        """Record mode, a chunk at a time, so only one chunk's dicts are alive at once."""
+        outputs = []
+        for start in range(0, batch.num_rows, RECORD_CHUNK):
+            part = batch.slice(start, min(start + RECORD_CHUNK, batch.num_rows))
+            outputs.append(self._collect(part, self._per_record(part.to_rows())))
+        if len(outputs) == 1:
+            return outputs[0]
+        return StepOutput(
+            batch=Batch.concat([o.batch for o in outputs]),
+            filtered=sum(o.filtered for o in outputs),
+            dead=[d for o in outputs for d in o.dead],
+        )
 
     def _per_record(self, rows: list[dict[str, Any]]) -> list[Any]:
         fn = self.function
@@ -176,7 +198,7 @@ class PythonStep(Step):
     def process(self, batch: Batch) -> StepOutput:
         if self.options.mode == "batch":
             return self._batch_output(batch, self._call_batch(batch))
-        return self._collect(batch, self._per_record(batch.to_rows()))
+        return self._records_in_chunks(batch)
 
     async def process_async(self, batch: Batch) -> StepOutput:
         if not self._async:
