@@ -12,7 +12,6 @@ from pydantic import Field, field_validator
 from headrace.errors import SourceError
 from headrace.plugin import DeadRecord, empty_table
 
-from ._lines import LineReader, compression_for
 from ._linesource import LineSource, LineSourceOptions, Parsed
 
 
@@ -154,28 +153,3 @@ class CsvSource(LineSource):
     def empty_table(self) -> pa.Table:
         names = self.include if self.include is not None else self.names
         return empty_table(pa.schema([(n, self.types.get(n, pa.string())) for n in names]))
-
-    def peek_schema(self) -> pa.Schema | None:
-        """Column names and types from the header and the first 1 MiB."""
-        if self.options.path == "-":
-            return None
-        path = self.context.resolve_path(self.options.path)
-        if not path.is_file():
-            return None
-        reader = LineReader(path, compression_for(self.options.path, self.options.compression),
-                            1024 * 1024, self.options.max_line_bytes)
-        probe = CsvSource(self.options, self.context)
-        probe.reader = reader
-        try:
-            reader.open()
-            probe.prepare()
-            block = reader.next_block()
-            if block is None or not block.data.strip():
-                return probe.empty_table().schema
-            probe._parse_block(block)  # bad lines are isolated, as in a run
-            return probe.empty_table().schema
-        except (SourceError, pa.ArrowException, OSError, ValueError):
-            return None
-        finally:
-            reader.close()
-

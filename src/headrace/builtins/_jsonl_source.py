@@ -7,10 +7,8 @@ from typing import Any, ClassVar
 import pyarrow as pa
 import pyarrow.json as pajson
 
-from headrace.errors import SourceError
 from headrace.plugin import empty_table
 
-from ._lines import LineReader, compression_for
 from ._linesource import LineSource, LineSourceOptions, Parsed
 
 
@@ -43,23 +41,3 @@ class JsonlSource(LineSource):
 
     def empty_table(self) -> pa.Table:
         return empty_table(self.schema or pa.schema([]))
-
-    def peek_schema(self) -> pa.Schema | None:
-        if self.options.path == "-":
-            return None
-        path = self.context.resolve_path(self.options.path)
-        if not path.is_file():
-            return None
-        reader = LineReader(path, compression_for(self.options.path, self.options.compression),
-                            1024 * 1024, self.options.max_line_bytes)
-        try:
-            reader.open()
-            block = reader.next_block()
-            if block is None:
-                return None
-            return self._parse_block(block)[0].schema
-        except (SourceError, pa.ArrowException, OSError):
-            return None
-        finally:
-            reader.close()
-            self.schema = None

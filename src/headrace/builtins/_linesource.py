@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
+from headrace.errors import SourceError
 from headrace.plugin import Batch, DeadRecord, Options, Position, Source, empty_table
 
 from ._lines import LineBlock, LineReader, compression_for, newline_positions, split_lines
@@ -83,6 +84,30 @@ class LineSource(Source):
             if batch is None:
                 return
             yield batch
+
+    def peek_schema(self) -> pa.Schema | None:
+        """Columns and types as a run would see them, from the first 1 MiB (with a fresh
+        reader, so the run itself starts from the top)."""
+        if self.options.path == "-":
+            return None
+        path = self.context.resolve_path(self.options.path)
+        if not path.is_file():
+            return None
+        probe = type(self)(self.options, self.context)
+        probe.reader = LineReader(path, compression_for(self.options.path,
+                                                        self.options.compression),
+                                  1024 * 1024, self.options.max_line_bytes)
+        try:
+            probe.reader.open()
+            probe.prepare()
+            block = probe.reader.next_block()
+            if block is None or not block.data.strip():
+                return probe.empty_table().schema
+            return probe._parse_block(block)[0].schema  # bad lines isolated, as in a run
+        except (SourceError, pa.ArrowException, OSError, ValueError):
+            return None
+        finally:
+            probe.reader.close()
 
     def _next_batch(self) -> Batch | None:
         block = self.reader.next_block()
