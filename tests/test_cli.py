@@ -88,6 +88,15 @@ def test_bad_config_is_one_line_and_exit_2(write, case: str, command: str) -> No
     assert not (path.parent / "out").exists()
 
 
+def test_validate_json_reports_errors_on_stdout(write) -> None:
+    """validate --json: a machine-readable verdict on stdout, exit 2 when invalid."""
+    path = write("p.yaml", GOOD.replace("use: parquet", "use: parquett"))
+    result = run_cli("validate", str(path), "--json")
+    assert result.code == 2
+    verdict = json.loads(result.stdout)
+    assert verdict["valid"] is False and "parquett" in verdict["error"]
+
+
 def test_missing_pipeline_file(tmp_path: Path) -> None:
     """A missing pipeline file: exit 2 with a hint."""
     result = run_cli("validate", str(tmp_path / "nope.yaml"))

@@ -166,7 +166,13 @@ def _print_plan(plan: Any, as_json: bool) -> None:
 @app.command()
 def validate(pipeline: PipelineArg, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
     """Parse the pipeline, check every plugin's options, compile expressions."""
-    plan, schemas = _load(pipeline, set_)
+    try:
+        plan, schemas = _load(pipeline, set_)
+    except HeadraceError as exc:
+        if not as_json:
+            raise
+        typer.echo(json.dumps({"valid": False, "error": exc.one_line()}))
+        raise typer.Exit(exc.exit_code) from None
     checked = [sid for sid, _ in schemas]
     if as_json:
         typer.echo(json.dumps({"valid": True, "pipeline": plan.name,
