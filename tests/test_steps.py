@@ -197,3 +197,34 @@ def test_on_error_fail_and_skip(write) -> None:
     assert result.summary["status"] == "failed"
     assert "three is bad" in result.summary["error"]
     assert not (path.parent / "out" / "o.jsonl").exists()
+
+
+def test_step_ids_default_to_unique_plugin_names(write) -> None:
+    """Two filters without ids become filter and filter_2 in the summary."""
+    steps = """
+          - {use: filter, where: 'id > 1'}
+          - {use: filter, where: 'id > 2'}
+          - {use: select, id: keep, columns: [id]}
+    """
+    summary, rows, _ = run_steps(write, steps.strip("\n"))
+    assert [s["id"] for s in summary["steps"]] == ["filter", "filter_2", "keep"]
+    assert [s["filtered"] for s in summary["steps"]] == [1, 1, 0]
+    assert len(rows) == 8
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop", "auto"])
+def test_event_loop_choice(write, loop: str) -> None:
+    """runtime.loop picks the event loop; every choice runs the same pipeline."""
+    write("in.csv", CSV)
+    path = write("p.yaml", f"""
+        version: 1
+        name: loops
+        source: {{use: csv, path: in.csv}}
+        steps: [{{use: filter, where: 'id > 5'}}]
+        sink: {{use: jsonl, path: out/o.jsonl}}
+        runtime: {{loop: {loop}}}
+        """)
+    result = run_cli("run", str(path), "--json")
+    assert result.code == 0, result.stderr
+    assert result.summary["records_out"] == 5
+    assert result.summary["loop"] == ("asyncio" if loop == "asyncio" else "uvloop")

@@ -7,6 +7,7 @@ a drain that outlives ``drain_timeout``, cancels everything and discards the par
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import time
@@ -208,7 +209,11 @@ class Runner:
                 await self.plan.sink.abort()
         duration = time.perf_counter() - started
         config = self.plan.pipeline.config
-        extra: dict[str, Any] = {"pipeline": config.name}
+        loop_module = type(asyncio.get_running_loop()).__module__
+        extra: dict[str, Any] = {
+            "pipeline": config.name,
+            "loop": "uvloop" if loop_module.startswith("uvloop") else "asyncio",
+        }
         if self.stop.reason is not None:
             status = "interrupted"
             extra["interrupted_by"] = self.stop.reason
