@@ -28,28 +28,32 @@ def compression_for(path: str, option: str) -> str | None:
     return COMPRESSION_BY_SUFFIX.get(Path(path).suffix.lower())
 
 
-def newline_positions(data: bytes) -> np.ndarray:
-    """Offsets of every newline; numpy scans without holding the GIL, unlike bytes.count."""
-    return np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
+def _newline_mask(data: bytes | bytearray) -> np.ndarray:
+    # numpy scans without holding the GIL, unlike bytes.count / bytes.find
+    return np.frombuffer(data, dtype=np.uint8) == 10
 
 
 @dataclass
 class LineBlock:
+    """Whole lines of input. ``data`` may be a bytearray: it is only read, never kept."""
+
     data: bytes
     first_line: int
     start: int
     end: int
     oversized: list[DeadRecord] = field(default_factory=list)
-    newlines: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    line_count: int = -1
 
-    @property
-    def line_count(self) -> int:
-        tail = 1 if self.data and not self.data.endswith(b"\n") else 0
-        return len(self.newlines) + tail
+    def __post_init__(self) -> None:
+        if self.line_count < 0:
+            tail = 1 if self.data and not self.data.endswith(b"\n") else 0
+            self.line_count = int(np.count_nonzero(_newline_mask(self.data))) + tail
 
     def record_lines(self) -> np.ndarray:
-        """Line numbers of the non-blank lines (blank: empty, or a lone carriage return)."""
-        ends = self.newlines
+        """Line numbers of the lines that hold records, i.e. all but blank ones."""
+        if self.line_count == 0:
+            return np.empty(0, dtype=np.int64)
+        ends = np.flatnonzero(_newline_mask(self.data))
         if self.data and not self.data.endswith(b"\n"):
             ends = np.append(ends, len(self.data))
         starts = np.concatenate(([0], ends[:-1] + 1)) if len(ends) else ends
@@ -137,6 +141,8 @@ class LineReader:
             cut = self._carry.rfind(b"\n")
             if cut >= 0:  # left over from read_line: whole lines are a block already
                 data, self._carry = self._carry[: cut + 1], self._carry[cut + 1:]
+            if data is None and not self._eof:
+                data = self._read_block()
             parts, size = [self._carry], len(self._carry)
             if data is None:
                 self._carry = b""
@@ -161,11 +167,39 @@ class LineReader:
             if data is None:
                 continue
             self._offset += len(data)
-            block = LineBlock(data, first_line, start, self._offset, oversized,
-                              newline_positions(data))
+            block = LineBlock(data, first_line, start, self._offset, oversized)
             self._line += block.line_count
             if data or oversized:
                 return block
+
+    def _read_block(self) -> bytes | None:
+        """Fast path: carry + one read, cut at the last newline, in one buffer (no joins).
+
+        Returns None, with nothing consumed, when that read holds no newline.
+        """
+        carry = self._carry
+        buffer = bytearray(len(carry) + self.block_size)
+        buffer[: len(carry)] = carry
+        view = memoryview(buffer)
+        try:
+            got = self._stream.readinto(view[len(carry):])
+        except (OSError, pa.ArrowException) as exc:
+            raise SourceError(f"{self.label}: read failed near byte {self._offset}: {exc}") from exc
+        finally:
+            view.release()
+        filled = len(carry) + (got or 0)
+        if not got:
+            self._eof = True
+            del buffer[filled:]
+            self._carry = b""
+            return buffer  # type: ignore[return-value]  # read-only use, like bytes
+        cut = buffer.rfind(b"\n", 0, filled)
+        if cut < 0:
+            self._carry = bytes(buffer[:filled])
+            return None
+        self._carry = bytes(buffer[cut + 1: filled])
+        del buffer[cut + 1:]
+        return buffer  # type: ignore[return-value]
 
     def _skip_long_line(self, parts: list[bytes], size: int) -> DeadRecord:
         prefix = b"".join(parts)[:1024]

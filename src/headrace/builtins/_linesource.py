@@ -4,6 +4,7 @@ with lines that do not parse isolated and dead-lettered with their line number."
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import ClassVar
 
 import anyio
@@ -14,7 +15,7 @@ from pydantic import Field
 from headrace.errors import SourceError
 from headrace.plugin import Batch, DeadRecord, Options, Position, Source, empty_table
 
-from ._lines import LineBlock, LineReader, compression_for, newline_positions, split_lines
+from ._lines import LineBlock, LineReader, compression_for, split_lines
 
 MiB = 1024 * 1024
 
@@ -55,6 +56,8 @@ class LineSource(Source):
             options.block_size, max(options.max_line_bytes, options.block_size),
         )
         self._total = path.stat().st_size if path is not None and path.is_file() else None
+        self._read_ahead: ThreadPoolExecutor | None = None
+        self._pending: Future[LineBlock | None] | None = None
 
     # -- what subclasses provide -------------------------------------------------------
     def prepare(self) -> None:
@@ -74,8 +77,13 @@ class LineSource(Source):
     async def open(self) -> None:
         await anyio.to_thread.run_sync(self.reader.open)
         await anyio.to_thread.run_sync(self.prepare)
+        # One thread reads the next block while the current one is parsed.
+        self._read_ahead = ThreadPoolExecutor(1, thread_name_prefix="headrace-read")
 
     async def close(self) -> None:
+        if self._read_ahead is not None:
+            await anyio.to_thread.run_sync(self._read_ahead.shutdown)
+            self._read_ahead = None
         await anyio.to_thread.run_sync(self.reader.close)
 
     async def batches(self) -> AsyncIterator[Batch]:
@@ -110,9 +118,13 @@ class LineSource(Source):
             probe.reader.close()
 
     def _next_batch(self) -> Batch | None:
-        block = self.reader.next_block()
+        assert self._read_ahead is not None
+        if self._pending is None:
+            self._pending = self._read_ahead.submit(self.reader.next_block)
+        block = self._pending.result()
         if block is None:
             return None
+        self._pending = self._read_ahead.submit(self.reader.next_block)
         position = Position(self.reader.label, block.start, block.end)
         table, row_ids, rejects = self._parse_block(block)
         batch = Batch.from_arrow(table, row_ids=row_ids, position=position)
@@ -122,6 +134,10 @@ class LineSource(Source):
     def _parse_block(self, block: LineBlock) -> tuple[pa.Table, np.ndarray, list[DeadRecord]]:
         try:
             parsed = self.parse(block.data, block.first_line)
+            if parsed.table.num_rows == block.line_count and not parsed.rejected:
+                # the common case: every line is one record
+                first = block.first_line
+                return parsed.table, np.arange(first, first + block.line_count), []
             lines = block.record_lines()
             if parsed.rejected:
                 lines = lines[~np.isin(lines, _row_ids(parsed.rejected))]
@@ -145,7 +161,7 @@ class LineSource(Source):
             error: str | None = None
             try:
                 parsed = self.parse(data, first_line + lo)
-                piece = LineBlock(data, first_line + lo, 0, 0, [], newline_positions(data))
+                piece = LineBlock(data, first_line + lo, 0, 0)
                 numbers = piece.record_lines()
                 if parsed.rejected:
                     numbers = numbers[~np.isin(numbers, _row_ids(parsed.rejected))]

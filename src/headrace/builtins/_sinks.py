@@ -18,6 +18,10 @@ from ._file_sink import FileSink, FileSinkOptions
 class ParquetSinkOptions(FileSinkOptions):
     compression: Literal["snappy", "zstd", "gzip", "lz4", "none"] = "snappy"
     row_group_size: int = Field(default=1_000_000, ge=1, description="Rows per row group.")
+    row_group_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1024,
+        description="Batches are gathered into one row group up to this many bytes in memory.",
+    )
 
 
 class ParquetSink(FileSink):
@@ -28,6 +32,11 @@ class ParquetSink(FileSink):
 
     def __init__(self, options: ParquetSinkOptions, context: Any) -> None:
         super().__init__(options, context)
+        # Small batches (after a selective filter) would each become a tiny row group: slow to
+        # write and to read. They are gathered up to a row or byte budget instead.
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+        self._pending_bytes = 0
         if self.to_stdout:
             raise ConfigValueError("the parquet sink cannot write to stdout",
                                    hint="use csv or jsonl")
@@ -38,13 +47,29 @@ class ParquetSink(FileSink):
         )
 
     def _write_table(self, table: pa.Table) -> None:
+        self._pending.append(table)
+        self._pending_rows += table.num_rows
+        self._pending_bytes += table.nbytes
+        if (self._pending_rows >= self.options.row_group_size
+                or self._pending_bytes >= self.options.row_group_bytes):
+            self._flush()
+
+    def _flush(self) -> None:
         assert self._writer is not None
-        self._writer.write_table(table, row_group_size=self.options.row_group_size)
+        if self._pending:
+            table = pa.concat_tables(self._pending)
+            self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
+            self._writer.write_table(table, row_group_size=self.options.row_group_size)
 
     def _close_writer(self) -> None:
         if self._writer is not None:
+            self._flush()
             self._writer.close()
             self._writer = None
+
+    def _abort_blocking(self) -> None:
+        self._pending = []  # no point writing what is about to be discarded
+        super()._abort_blocking()
 
 
 class CsvSinkOptions(FileSinkOptions):

@@ -27,7 +27,7 @@ def _connect() -> Any:
 
     return duckdb.connect(
         ":memory:",
-        config={"enable_external_access": False, "autoload_known_extensions": False},
+        config={"enable_external_access": False, "autoload_known_extensions": False, "threads": 1},
     )
 
 
