@@ -9,6 +9,7 @@ import argparse
 import datetime as dt
 import os
 import shlex
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -53,10 +54,27 @@ def command_line() -> str:
     return shlex.join([rel(sys.executable), rel(sys.argv[0]), *sys.argv[1:]])
 
 
-def header() -> str:
+def git_revision() -> str:
+    """The commit being measured, and whether src/ has uncommitted changes."""
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=BENCH_DIR.parent, capture_output=True,
+                              text=True, check=False)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if not commit:
+        return "unknown"
+    return commit + (" (+ uncommitted changes in src/)" if git("status", "--porcelain", "src")
+                     else "")
+
+
+def header(started: dt.datetime, revision: str, revision_after: str | None = None) -> str:
+    if revision_after is not None and revision_after != revision:
+        revision += f"; changed to {revision_after} during the run"
     lines = ["# headrace benchmark results", "",
              f"- command: `{command_line()}`",
-             f"- date: {dt.datetime.now().astimezone().isoformat(timespec='seconds')}"]
+             f"- date: {started.isoformat(timespec='seconds')}",
+             f"- headrace commit: {revision}"]
     lines += [f"- {key}: {value}" for key, value in machine_info()]
     lines += ["", "Times are wall-clock seconds of a whole subprocess (interpreter start-up and "
               "imports included); ratios compare contenders measured in this same run."]
@@ -90,11 +108,13 @@ def _show(tables: list[Table]) -> list[Table]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    print(header().replace("`", ""), flush=True)
+    started, revision = dt.datetime.now().astimezone(), git_revision()
+    print(header(started, revision).replace("`", ""), flush=True)
     with tempfile.TemporaryDirectory(prefix="headrace-bench-") as work:
         tables = run_benchmarks(args, Path(work))
     OUT_DIR.mkdir(parents=True, exist_ok=True)
-    report = "\n\n".join([header(), *(t.markdown() for t in tables)]) + "\n"
+    text = header(started, revision, git_revision())
+    report = "\n\n".join([text, *(t.markdown() for t in tables)]) + "\n"
     (OUT_DIR / "results.md").write_text(report, encoding="utf-8")
     print(f"\nwrote {(OUT_DIR / 'results.md').relative_to(BENCH_DIR.parent)}")
     return 0
