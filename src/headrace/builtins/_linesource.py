@@ -58,6 +58,7 @@ class LineSource(Source):
         self._total = path.stat().st_size if path is not None and path.is_file() else None
         self._read_ahead: ThreadPoolExecutor | None = None
         self._pending: Future[LineBlock | None] | None = None
+        self._peeked: tuple[pa.Schema | None] | None = None
 
     # -- what subclasses provide -------------------------------------------------------
     def prepare(self) -> None:
@@ -95,7 +96,12 @@ class LineSource(Source):
 
     def peek_schema(self) -> pa.Schema | None:
         """Columns and types as a run would see them, from the first 1 MiB (with a fresh
-        reader, so the run itself starts from the top)."""
+        reader, so the run itself starts from the top). Read once, then remembered."""
+        if self._peeked is None:
+            self._peeked = (self._peek(),)
+        return self._peeked[0]
+
+    def _peek(self) -> pa.Schema | None:
         if self.options.path == "-":
             return None
         path = self.context.resolve_path(self.options.path)
