@@ -33,6 +33,13 @@ def _newline_mask(data: bytes | bytearray) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8) == 10
 
 
+def _count_newlines(data: bytes) -> int:
+    # In 256 KiB slices, so the comparison's temporary stays in the CPU cache.
+    view = np.frombuffer(data, dtype=np.uint8)
+    step = 1 << 18
+    return sum(int(np.count_nonzero(view[i: i + step] == 10)) for i in range(0, len(view), step))
+
+
 @dataclass
 class LineBlock:
     """Whole lines of input. ``data`` may be a bytearray: it is only read, never kept."""
@@ -47,7 +54,7 @@ class LineBlock:
     def __post_init__(self) -> None:
         if self.line_count < 0:
             tail = 1 if self.data and not self.data.endswith(b"\n") else 0
-            self.line_count = int(np.count_nonzero(_newline_mask(self.data))) + tail
+            self.line_count = _count_newlines(self.data) + tail
 
     def record_lines(self) -> np.ndarray:
         """Line numbers of the lines that hold records, i.e. all but blank ones."""
