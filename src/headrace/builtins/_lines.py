@@ -182,7 +182,8 @@ class LineReader:
     def _read_block(self) -> bytes | None:
         """Fast path: carry + one read, cut at the last newline, in one buffer (no joins).
 
-        Returns None, with nothing consumed, when that read holds no newline.
+        Returns None when that read holds no newline (a line longer than a block); what it
+        read is then kept as the carry, for the slow path to extend.
         """
         carry = self._carry
         buffer = bytearray(len(carry) + self.block_size)
