@@ -126,7 +126,7 @@ class LineReader:
             if not chunk:
                 self._eof = True
             self._carry += chunk
-            if len(self._carry) > self.max_line_bytes:
+            if len(self._carry) > self.max_line_bytes and b"\n" not in self._carry:
                 raise SourceError(f"{self.label}:{self._line}: first line exceeds max_line_bytes")
         if not self._carry:
             return None
@@ -157,10 +157,18 @@ class LineReader:
                 chunk = b"" if self._eof else self._read(self.block_size)
                 if not chunk:
                     self._eof = True
+                    if size > self.max_line_bytes:  # the last line, without a newline
+                        oversized.append(self._long_line(parts, size))
+                        break
                     data = b"".join(parts)
                     break
-                cut = chunk.rfind(b"\n")
-                if cut >= 0:
+                first = chunk.find(b"\n")
+                if first >= 0 and size + first > self.max_line_bytes:
+                    oversized.append(self._long_line(parts, size + first + 1))
+                    self._carry = chunk[first + 1:]
+                    break
+                if first >= 0:
+                    cut = chunk.rfind(b"\n")
                     parts.append(chunk[: cut + 1])
                     self._carry = chunk[cut + 1:]
                     data = b"".join(parts)
@@ -169,7 +177,7 @@ class LineReader:
                 parts.append(chunk)
                 size += len(chunk)
                 if size > self.max_line_bytes:
-                    oversized.append(self._skip_long_line(parts, size))
+                    oversized.append(self._long_line(parts, size + self._skip_rest_of_line()))
                     break
             if data is None:
                 continue
@@ -209,9 +217,9 @@ class LineReader:
         del buffer[cut + 1:]
         return buffer  # type: ignore[return-value]
 
-    def _skip_long_line(self, parts: list[bytes], size: int) -> DeadRecord:
-        prefix = b"".join(parts)[:1024]
-        total = size + self._skip_rest_of_line()
+    def _long_line(self, parts: list[bytes], total: int) -> DeadRecord:
+        """Report a line of ``total`` bytes (newline included) that was not kept."""
+        prefix = b"".join(parts)[:1024] if parts else b""
         dead = DeadRecord(
             {"line_prefix": prefix.decode("utf-8", "replace")},
             "LineTooLong",

@@ -30,7 +30,9 @@ class LineSourceOptions(Options):
         default=8 * MiB, ge=4096, le=1024 * MiB, description="Bytes read and parsed at a time."
     )
     max_line_bytes: int = Field(
-        default=64 * MiB, ge=4096, description="Longer lines are dead-lettered, not buffered."
+        default=64 * MiB, ge=4096,
+        description="Longer lines are dead-lettered, not buffered (checked a block at a time: "
+        "a line is dropped once this much of it has been read without a newline).",
     )
 
 
