@@ -205,3 +205,12 @@ def test_corrupt_parquet_page_fails_cleanly(tmp_path: Path, write) -> None:
     assert result.code == 1, result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "out" / "o.jsonl").exists()
+
+
+def test_crlf_bom_and_nul_bytes(write, tmp_path: Path) -> None:
+    """Windows line endings, a UTF-8 BOM and NUL bytes inside values are read as data."""
+    write("in.csv", b"\xef\xbb\xbfid,name\r\n1,a\x00b\r\n\r\n2,c\r\n")
+    result = run_json(pipeline(write, "csv", "in.csv"))
+    assert result.code == 0, result.stderr
+    rows = read_jsonl(tmp_path / "out" / "o.jsonl")
+    assert rows == [{"id": 1, "name": "a\x00b"}, {"id": 2, "name": "c"}]
