@@ -101,7 +101,7 @@ class CsvSource(LineSource):
             return Parsed(self.empty_table(), [])
         table = pacsv.read_csv(
             pa.BufferReader(data),
-            read_options=pacsv.ReadOptions(column_names=self.names),
+            read_options=pacsv.ReadOptions(column_names=self.names, use_threads=False),
             parse_options=pacsv.ParseOptions(
                 delimiter=self.options.delimiter,
                 quote_char=self.options.quote_char,

@@ -32,7 +32,8 @@ class JsonlSource(LineSource):
         parse_options = pajson.ParseOptions(
             explicit_schema=self.schema, unexpected_field_behavior="infer"
         )
-        table = pajson.read_json(pa.BufferReader(data), parse_options=parse_options)
+        table = pajson.read_json(pa.BufferReader(data), parse_options=parse_options,
+                                 read_options=pajson.ReadOptions(use_threads=False))
         if self.schema is None:
             # Later blocks keep the first block's types; columns seen first as all-null stay
             # open to inference.
