@@ -175,6 +175,7 @@ class LineSource(Source):
     def _batch_from(self, block: LineBlock) -> Batch:
         position = Position(self.reader.label, block.start, block.end)
         table, row_ids, rejects = self._parse_block(block)
+        self.reader.release(block.data)  # parsed tables hold copies, never the input bytes
         batch = Batch.from_arrow(table, row_ids=row_ids, position=position)
         batch.rejects = block.oversized + rejects
         return batch
