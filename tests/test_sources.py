@@ -214,3 +214,13 @@ def test_crlf_bom_and_nul_bytes(write, tmp_path: Path) -> None:
     assert result.code == 0, result.stderr
     rows = read_jsonl(tmp_path / "out" / "o.jsonl")
     assert rows == [{"id": 1, "name": "a\x00b"}, {"id": 2, "name": "c"}]
+
+
+def test_type_drift_is_an_error_not_a_flood_of_dead_letters(write) -> None:
+    """A column that changes type after the first block: one clear error, exit 1."""
+    good = "".join(f"{i},{i}\n" for i in range(20_000))
+    drift = "".join(f"{i},{i}.5\n" for i in range(20_000, 60_000))
+    write("in.csv", "id,amount\n" + good + drift)
+    result = run_cli("run", str(pipeline(write, "csv", "in.csv", "  block_size: 65536")))
+    assert result.code == 1, result.stderr
+    assert "most lines from line" in result.stderr and "types:" in result.stderr

@@ -22,6 +22,7 @@ from ._lines import LineBlock, LineReader, compression_for, split_lines
 
 MiB = 1024 * 1024
 PARSERS = max(1, min(4, os.cpu_count() or 1))
+MOSTLY_BAD = 1000  # dead lines in one block before "most lines fail" is an error
 
 
 class LineSourceOptions(Options):
@@ -200,10 +201,16 @@ class LineSource(Source):
     def _isolate(
         self, lines: list[bytes], first_line: int
     ) -> tuple[pa.Table, np.ndarray, list[DeadRecord]]:
-        """Parse ``lines`` in halves until each bad line is alone; dead-letter those."""
+        """Parse ``lines`` in halves until each bad line is alone; dead-letter those.
+
+        When most lines fail (a column whose type changed after the first block), isolating
+        them one by one would take minutes and bury the cause under dead letters: that is a
+        ``SourceError`` naming the first failure and suggesting ``types:``.
+        """
         tables: list[pa.Table] = []
         ids: list[np.ndarray] = []
         dead: list[DeadRecord] = []
+        settled = [0]  # lines found good or bad so far
 
         def attempt(lo: int, hi: int) -> None:
             data = b"\n".join(lines[lo:hi]) + b"\n"
@@ -220,12 +227,22 @@ class LineSource(Source):
                     tables.append(parsed.table)
                     ids.append(numbers)
                     dead.extend(parsed.rejected)
+                    settled[0] += hi - lo
                     return
                 error = "unbalanced quotes: a quoted value runs past the end of the line"
             except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError) as exc:
                 error = str(exc)
             if hi - lo == 1:
                 dead.append(self.bad_line(lines[lo], first_line + lo, error))
+                settled[0] += 1
+                if len(dead) >= MOSTLY_BAD and len(dead) * 2 > settled[0]:
+                    first = dead[0]
+                    raise SourceError(
+                        f"{self.reader.label}: most lines from line {first.row_id} on fail to "
+                        f"parse: {first.message}",
+                        hint="the column types come from the first block; declare the right "
+                        "ones with `types:` in the source",
+                    )
                 return
             mid = (lo + hi) // 2
             attempt(lo, mid)
