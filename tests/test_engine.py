@@ -94,3 +94,31 @@ def test_sink_failure_cancels_siblings_and_reports(write) -> None:
     assert "No space left" in result.summary["error"]
     assert PROBE["source_closed"] is True
     assert PROBE["aborted"] is True
+
+
+@pytest.mark.parametrize("ticks", [0, 3, 10, 40, 120, 400])
+def test_cancelling_a_csv_run_closes_reader_and_parsers(write, tmp_path: Path, ticks: int) -> None:
+    """With read-ahead and parser threads busy, cancellation still ends promptly and cleanly."""
+    rows = "".join(f"{i},{i % 7},name{i}\n" for i in range(200_000))
+    write("in.csv", "id,k,name\n" + rows)
+    path = write("p.yaml", """
+        version: 1
+        name: cancel-csv
+        source: {use: csv, path: in.csv, block_size: 65536}
+        steps: [{use: filter, where: 'k > 2'}]
+        sink: {use: parquet, path: out.parquet}
+        runtime: {loop: asyncio}
+        """)
+    runner = Runner(build_plan(load_pipeline(path)))
+
+    async def main() -> set[asyncio.Task[object]]:
+        with anyio.fail_after(10):
+            await _cancel_after(runner, ticks)
+        await anyio.lowlevel.checkpoint()
+        return {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
+
+    assert anyio.run(main) == set()
+    source = runner.plan.source
+    assert source._parsers is None and source._reader is None  # type: ignore[attr-defined]
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert leftovers == []

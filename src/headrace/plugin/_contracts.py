@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+import anyio
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
@@ -19,6 +20,7 @@ from ._batch import Batch, DeadRecord
 from ._context import PluginContext
 
 Executor = Literal["async", "thread", "process"]
+CLOSE_TIMEOUT = 30.0  # seconds a plugin's close() may take once the run is over
 
 
 class Options(BaseModel):
@@ -49,7 +51,12 @@ class Plugin(ABC):
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
+        # Close runs even when the run is being cancelled (shielded), but not forever.
+        with anyio.move_on_after(CLOSE_TIMEOUT, shield=True) as scope:
+            await self.close()
+        if scope.cancelled_caught:
+            self.context.logger.warning("%s %r did not close within %.0f s",
+                                        self.kind, self.context.plugin_id, CLOSE_TIMEOUT)
 
 
 class Source(Plugin):
