@@ -47,10 +47,17 @@ class Plugin(ABC):
         """Release resources; called also after failure and cancellation."""
 
     async def __aenter__(self) -> Plugin:
-        await self.open()
+        try:
+            await self.open()
+        except BaseException:
+            await self._close_shielded()  # a half-opened plugin holds resources too
+            raise
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        await self._close_shielded()
+
+    async def _close_shielded(self) -> None:
         # Close runs even when the run is being cancelled (shielded), but not forever.
         with anyio.move_on_after(CLOSE_TIMEOUT, shield=True) as scope:
             await self.close()
