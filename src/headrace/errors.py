@@ -11,8 +11,10 @@
     ├── PluginError                a plugin failed to load or misbehaved (exit 2 at load)
     ├── SourceError                a source cannot be read at all (exit 1)
     ├── SinkError                  a sink cannot write (not writable, disk full) (exit 1)
-    ├── StepError                  a step failed and its policy says ``on_error: fail`` (exit 1)
-    └── RunInterrupted             SIGINT/SIGTERM stopped the run after a drain (exit 130/143)
+    └── StepError                  a step failed and its policy says ``on_error: fail`` (exit 1)
+
+A run stopped by SIGINT/SIGTERM is not an error: its summary says ``interrupted`` and the CLI
+exits 130/143.
 
 Errors that concern one record never escape as exceptions: the record goes to the
 dead-letter output with its reason.
@@ -28,7 +30,6 @@ __all__ = [
     "HeadraceError",
     "PluginError",
     "PluginNotFoundError",
-    "RunInterrupted",
     "SinkError",
     "SourceError",
     "StepError",
@@ -91,12 +92,3 @@ class SinkError(HeadraceError):
 
 class StepError(HeadraceError):
     """A step failed and its ``on_error`` policy is ``fail``."""
-
-
-class RunInterrupted(HeadraceError):
-    """A signal stopped the run; what was in flight was drained."""
-
-    def __init__(self, signal_name: str) -> None:
-        super().__init__(f"interrupted by {signal_name}")
-        self.signal_name = signal_name
-        self.exit_code = 143 if signal_name == "SIGTERM" else 130
