@@ -31,8 +31,9 @@ def arrow_type(name: str) -> pa.DataType:
 
 
 class CsvOptions(LineSourceOptions):
-    delimiter: str = Field(default=",", min_length=1, max_length=1)
-    quote_char: str = Field(default='"', min_length=1, max_length=1)
+    delimiter: str = Field(default=",", min_length=1, max_length=1, description="Field separator.")
+    quote_char: str = Field(default='"', min_length=1, max_length=1,
+                            description="Quote character; values may not span lines.")
     header: bool = Field(default=True, description="The first line names the columns.")
     column_names: list[str] | None = Field(
         default=None,

@@ -16,7 +16,9 @@ from ._file_sink import FileSink, FileSinkOptions
 
 
 class ParquetSinkOptions(FileSinkOptions):
-    compression: Literal["snappy", "zstd", "gzip", "lz4", "none"] = "snappy"
+    compression: Literal["snappy", "zstd", "gzip", "lz4", "none"] = Field(
+        default="snappy", description="Parquet column compression."
+    )
     row_group_size: int = Field(default=1_000_000, ge=1, description="Rows per row group.")
     row_group_bytes: int = Field(
         default=64 * 1024 * 1024, ge=1024,
@@ -73,8 +75,8 @@ class ParquetSink(FileSink):
 
 
 class CsvSinkOptions(FileSinkOptions):
-    delimiter: str = Field(default=",", min_length=1, max_length=1)
-    header: bool = True
+    delimiter: str = Field(default=",", min_length=1, max_length=1, description="Field separator.")
+    header: bool = Field(default=True, description="Write the column names first.")
 
 
 class CsvSink(FileSink):
@@ -126,7 +128,7 @@ class JsonlSink(FileSink):
 
 class StdoutOptions(FileSinkOptions):
     path: str = Field(default="-", pattern="^-$", description="Always stdout.")
-    format: Literal["jsonl", "csv"] = "jsonl"
+    format: Literal["jsonl", "csv"] = Field(default="jsonl", description="Output format.")
 
 
 class StdoutSink(JsonlSink):
