@@ -228,3 +228,23 @@ def test_event_loop_choice(write, loop: str) -> None:
     assert result.code == 0, result.stderr
     assert result.summary["records_out"] == 5
     assert result.summary["loop"] == ("asyncio" if loop == "asyncio" else "uvloop")
+
+
+def test_process_executor_with_concurrency_keeps_order(write) -> None:
+    """Two worker processes on one step: every record once, in input order."""
+    csv = "id\n" + "".join(f"{i}\n" for i in range(30000))
+    write("in.csv", csv)
+    write("double.py", "def double(r):\n    r['twice'] = r['id'] * 2\n    return r\n")
+    path = write("p.yaml", """
+        version: 1
+        name: procs
+        source: {use: csv, path: in.csv, block_size: 8192}
+        steps:
+          - {use: python, function: 'double:double', executor: process, concurrency: 2}
+        sink: {use: jsonl, path: out/o.jsonl}
+        """)
+    result = run_cli("run", str(path), "--json")
+    assert result.code == 0, result.stderr
+    rows = read_jsonl(Path(path.parent / "out" / "o.jsonl"))
+    assert [r["id"] for r in rows] == list(range(30000))
+    assert all(r["twice"] == 2 * r["id"] for r in rows)
