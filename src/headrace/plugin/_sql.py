@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pyarrow as pa
@@ -22,13 +24,34 @@ from ._contracts import DataError
 TABLE = "batch"
 
 
-def _connect() -> Any:
-    import duckdb
+class _ConnectionPool:
+    """In-memory DuckDB connections shared by every step of the process; each is used by one
+    thread at a time, so there are only as many as queries running at once."""
 
-    return duckdb.connect(
-        ":memory:",
-        config={"enable_external_access": False, "autoload_known_extensions": False, "threads": 1},
-    )
+    def __init__(self) -> None:
+        self._idle: list[Any] = []
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def connection(self) -> Iterator[Any]:
+        with self._lock:
+            con = self._idle.pop() if self._idle else None
+        if con is None:
+            import duckdb
+
+            con = duckdb.connect(":memory:", config={
+                "enable_external_access": False,
+                "autoload_known_extensions": False,
+                "threads": 1,
+            })
+        try:
+            yield con
+        finally:
+            with self._lock:
+                self._idle.append(con)
+
+
+_POOL = _ConnectionPool()
 
 
 class SqlEvaluator:
@@ -36,35 +59,22 @@ class SqlEvaluator:
 
     def __init__(self, label: str) -> None:
         self.label = label
-        self._idle: list[Any] = []
-        self._lock = threading.Lock()
-
-    def _acquire(self) -> Any:
-        with self._lock:
-            if self._idle:
-                return self._idle.pop()
-        return _connect()
-
-    def _release(self, con: Any) -> None:
-        with self._lock:
-            self._idle.append(con)
 
     def select(self, table: pa.Table, select_list: str, where: str | None = None) -> pa.Table:
         """``SELECT select_list FROM batch [WHERE where]`` over ``table``."""
         import duckdb
 
         sql = f"SELECT {select_list} FROM {TABLE}" + (f" WHERE {where}" if where else "")
-        con = self._acquire()
-        con.register(TABLE, table)
-        try:
-            return con.sql(sql).to_arrow_table()
-        except (duckdb.DataError, duckdb.InvalidInputException) as exc:
-            raise DataError(_first_line(exc)) from exc
-        except duckdb.Error as exc:
-            raise ExpressionError(f"{self.label}: {_first_line(exc)}") from exc
-        finally:
-            con.unregister(TABLE)
-            self._release(con)
+        with _POOL.connection() as con:
+            con.register(TABLE, table)
+            try:
+                return con.sql(sql).to_arrow_table()
+            except (duckdb.DataError, duckdb.InvalidInputException) as exc:
+                raise DataError(_first_line(exc)) from exc
+            except duckdb.Error as exc:
+                raise ExpressionError(f"{self.label}: {_first_line(exc)}") from exc
+            finally:
+                con.unregister(TABLE)
 
 
 def check_syntax(expression: str, label: str) -> None:
@@ -72,7 +82,8 @@ def check_syntax(expression: str, label: str) -> None:
     import duckdb
 
     try:
-        statements = duckdb.extract_statements(f"SELECT ({expression}) FROM {TABLE}")
+        with _POOL.connection() as con:
+            statements = con.extract_statements(f"SELECT ({expression}) FROM {TABLE}")
     except duckdb.Error as exc:
         raise ExpressionError(f"{label}: {expression!r}: {_first_line(exc)}") from None
     if len(statements) != 1:
