@@ -6,7 +6,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from pydantic import Field, field_validator
 
 from headrace.plugin import (
@@ -23,11 +22,12 @@ from headrace.plugin import (
 
 
 def _true_positions(mask: pa.ChunkedArray) -> np.ndarray:
-    """Indices where ``mask`` (no nulls) is true. Read straight from the Arrow buffer:
-    pyarrow's ``to_numpy`` imports pandas, ~200 ms of start-up."""
-    positions = pc.indices_nonzero(mask.combine_chunks())
-    return np.frombuffer(positions.buffers()[1], dtype=np.uint64, count=len(positions),
-                         offset=positions.offset * 8)
+    """Indices where ``mask`` (no nulls) is true, unpacked from the Arrow bitmap with numpy.
+    (pyarrow's ``to_numpy`` imports pandas and ``pyarrow.compute`` takes ~100 ms to import.)"""
+    array = mask.combine_chunks()
+    bits = np.frombuffer(array.buffers()[1], dtype=np.uint8)
+    flags = np.unpackbits(bits, bitorder="little")[array.offset: array.offset + len(array)]
+    return np.flatnonzero(flags)
 
 
 class FilterOptions(Options):
