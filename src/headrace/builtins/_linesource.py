@@ -1,5 +1,6 @@
-"""The shared part of line-based sources (CSV, JSONL): blocks in a thread, parsed by pyarrow,
-with lines that do not parse isolated and dead-lettered with their line number."""
+"""The shared part of line-based sources (CSV, JSONL): blocks of whole lines read ahead on one
+thread and parsed by pyarrow on one thread per core, in order; lines that do not parse are
+isolated and dead-lettered with their line number."""
 
 from __future__ import annotations
 
@@ -16,7 +17,15 @@ import pyarrow as pa
 from pydantic import Field
 
 from headrace.errors import SourceError
-from headrace.plugin import Batch, DeadRecord, Options, Position, Source, empty_table
+from headrace.plugin import (
+    Batch,
+    DeadRecord,
+    Options,
+    PluginContext,
+    Position,
+    Source,
+    empty_table,
+)
 
 from ._lines import LineBlock, LineReader, compression_for, split_lines
 
@@ -42,7 +51,7 @@ class LineSourceOptions(Options):
 
 
 class Parsed:
-    """A parsed piece: the table, and how many records the parser should have found."""
+    """A parsed piece of input: the table, and the lines the parser itself rejected."""
 
     def __init__(self, table: pa.Table, rejected: list[DeadRecord]) -> None:
         self.table = table
@@ -50,12 +59,13 @@ class Parsed:
 
 
 class LineSource(Source):
-    """Subclasses implement ``parse`` (bytes of whole lines -> table) and ``record_lines``."""
+    """Subclasses implement ``parse`` (whole lines -> table), and may override ``prepare``
+    (read a header), ``line_is_whole`` and ``empty_table``."""
 
     Options: ClassVar[type[LineSourceOptions]] = LineSourceOptions
     options: LineSourceOptions
 
-    def __init__(self, options: LineSourceOptions, context) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, options: LineSourceOptions, context: PluginContext) -> None:
         super().__init__(options, context)
         path = None if options.path == "-" else context.resolve_path(options.path)
         self.reader = LineReader(
