@@ -98,7 +98,7 @@ class CsvSource(LineSource):
             count = len(next(csv.reader([first.decode("utf-8", "replace")],
                                         delimiter=self.options.delimiter), []))
             self.names = [f"f{i}" for i in range(count)]
-        if not data.strip():
+        if not data:  # pyarrow refuses empty input; blank lines it skips itself
             return Parsed(self.empty_table(), [])
         table = pacsv.read_csv(
             pa.BufferReader(data),

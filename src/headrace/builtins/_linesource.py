@@ -139,7 +139,7 @@ class LineSource(Source):
             probe.reader.open()
             probe.prepare()
             block = probe.reader.next_block()
-            if block is None or not block.data.strip():
+            if block is None or not block.data:
                 return probe.empty_table().schema
             return probe._parse_block(block)[0].schema  # bad lines isolated, as in a run
         except (SourceError, pa.ArrowException, OSError, ValueError):
