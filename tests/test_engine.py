@@ -122,3 +122,30 @@ def test_cancelling_a_csv_run_closes_reader_and_parsers(write, tmp_path: Path, t
     assert source._parsers is None and source._reader is None  # type: ignore[attr-defined]
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
     assert leftovers == []
+
+
+def test_columnar_pipeline_never_builds_python_records(write, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """csv -> filter -> derive -> cast -> rename -> select -> parquet: no dict per record."""
+    from headrace.plugin import Batch
+
+    def forbidden(self: Batch) -> list[dict[str, object]]:
+        raise AssertionError("a columnar pipeline converted a batch to Python rows")
+
+    monkeypatch.setattr(Batch, "to_rows", forbidden)
+    write("in.csv", "id,v,name\n" + "".join(f"{i},{i * 3},n{i}\n" for i in range(5000)))
+    path = write("p.yaml", """
+        version: 1
+        name: columnar
+        source: {use: csv, path: in.csv, block_size: 8192}
+        steps:
+          - {use: filter, where: 'v % 2 = 0'}
+          - {use: derive, columns: {w: 'v * 2'}}
+          - {use: cast, columns: {w: DOUBLE}}
+          - {use: rename, columns: {name: label}}
+          - {use: select, columns: [id, w, label]}
+        sink: {use: parquet, path: out.parquet}
+        runtime: {loop: asyncio}
+        """)
+    result = anyio.run(Runner(build_plan(load_pipeline(path))).run, False)
+    assert result.status == "ok", result.summary
+    assert result.summary["records_out"] == 2500
