@@ -182,3 +182,30 @@ def test_set_override_from_cli(pipeline: Path) -> None:
     result = run_cli("run", str(pipeline), "--set", "steps.filter.where=x > 2", "--json")
     assert result.code == 0, result.stderr
     assert result.summary["records_out"] == 1
+
+
+def test_dlq_show_counts_by_step_and_error(write, tmp_path: Path) -> None:
+    """dlq show groups dead letters by step and error, with samples; junk lines are counted."""
+    write("in.csv", "id,amount\n1,10\n2,x\n3,30,extra\n4,y\n")
+    path = write("p.yaml", """
+        version: 1
+        name: dlq
+        source: {use: csv, path: in.csv, types: {amount: int64}}
+        sink: {use: jsonl, path: out/o.jsonl}
+        """)
+    assert run_cli("run", str(path)).code == 1
+    dead = tmp_path / "out" / "o.dead.jsonl"
+    with dead.open("a") as handle:
+        handle.write("not json\n")
+    shown = run_cli("dlq", "show", str(dead), "--json")
+    assert shown.code == 0, shown.stderr
+    summary = json.loads(shown.stdout)
+    assert summary["total"] == 3 and summary["unreadable"] == 1
+    counts = {(g["step"], g["error"]): g["count"] for g in summary["groups"]}
+    assert counts == {("csv", "ConversionError"): 2, ("csv", "RaggedRow"): 1}
+    lines = sorted(s["position"]["line"] for g in summary["groups"] for s in g["samples"])
+    assert lines == [3, 4, 5]
+    text = run_cli("dlq", "show", str(dead))
+    assert "3 dead letters" in text.stdout and "RaggedRow" in text.stdout
+    missing = run_cli("dlq", "show", str(tmp_path / "nope.jsonl"))
+    assert missing.code == 2 and "no such dead-letter file" in missing.stderr

@@ -26,6 +26,8 @@ app = typer.Typer(
 )
 plugins_app = typer.Typer(help="Discovered plugins and their options.", no_args_is_help=True)
 app.add_typer(plugins_app, name="plugins")
+dlq_app = typer.Typer(help="Inspect dead-letter files.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
 
 
 class State:
@@ -243,6 +245,34 @@ def plugins_show(
         typer.echo(f"{info.kind} {info.name} ({info.distribution} {info.version}): {cls.summary}")
         for option, type_name, default, description in options_rows(info.kind, info.name):
             typer.echo(f"  {option:<16} {type_name:<22} {default:<14} {description}")
+
+
+@dlq_app.command("show")
+def dlq_show(
+    path: Annotated[Path, typer.Argument(help="A dead-letter JSONL file.")],
+    samples: Annotated[int, typer.Option(min=0, max=100, help="Samples per group.")] = 3,
+    as_json: JsonOpt = False,
+) -> None:
+    """Count dead letters by step and error, with samples."""
+    from headrace.engine import summarize_dead_letters
+    from headrace.errors import ConfigFileError
+
+    if not path.is_file():
+        raise ConfigFileError(f"{path}: no such dead-letter file")
+    summary = summarize_dead_letters(path, samples)
+    if as_json:
+        typer.echo(json.dumps(summary, default=str))
+        return
+    typer.echo(f"{summary['total']:,} dead letters in {path}"
+               + (f" ({summary['unreadable']:,} unreadable lines)" if summary["unreadable"]
+                  else ""))
+    for group in summary["groups"]:
+        typer.echo(f"  {group['count']:>9,}  {group['step']}  {group['error']}")
+        for sample in group["samples"]:
+            where = sample.get("position") or {}
+            at = where.get("line", where.get("row", "?"))
+            message = str(sample.get("message") or "").replace("\n", " ")[:160]
+            typer.echo(f"             at {at}: {message}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,7 @@ Layer: imports ``headrace.plugin``, ``headrace.config`` and ``headrace.errors``;
 concrete plugin, the CLI, rich or a broker.
 """
 
-from ._deadletter import DeadLetterWriter
+from ._deadletter import DeadLetterWriter, summarize_dead_letters
 from ._events import (
     BatchProcessed,
     BatchRead,
@@ -48,4 +48,5 @@ __all__ = [
     "prepare_output",
     "publish",
     "run_plan",
+    "summarize_dead_letters",
 ]

@@ -80,3 +80,34 @@ class DeadLetterWriter:
             self._handle = None
             assert self._temp is not None
             publish(self._temp, self.path)
+
+
+def summarize_dead_letters(path: Path, samples: int = 3) -> dict[str, Any]:
+    """Counts by step and error, and the first ``samples`` of each, reading ``path`` as a stream.
+
+    Lines that are not dead letters (not JSON objects) are counted as ``unreadable``.
+    """
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    total = unreadable = 0
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for text in handle:
+            if not text.strip():
+                continue
+            try:
+                entry = json.loads(text)
+            except ValueError:
+                unreadable += 1
+                continue
+            if not isinstance(entry, dict):
+                unreadable += 1
+                continue
+            total += 1
+            key = (str(entry.get("step")), str(entry.get("error")))
+            group = groups.setdefault(key, {"step": key[0], "error": key[1], "count": 0,
+                                            "samples": []})
+            group["count"] += 1
+            if len(group["samples"]) < samples:
+                group["samples"].append({k: entry.get(k) for k in ("position", "message",
+                                                                   "record")})
+    ordered = sorted(groups.values(), key=lambda g: (-g["count"], g["step"], g["error"]))
+    return {"path": str(path), "total": total, "unreadable": unreadable, "groups": ordered}
