@@ -28,7 +28,7 @@ def slow(record):
 """
 
 
-def start(write, tmp_path: Path, *overrides: str) -> tuple[subprocess.Popen[bytes], Path]:
+def start(write, tmp_path: Path, *options: str) -> tuple[subprocess.Popen[bytes], Path]:
     write("in.csv", "id,v\n" + "".join(f"{i},{i}\n" for i in range(40_000)))
     write("slowfn.py", SLOW)
     path = write("p.yaml", """
@@ -41,8 +41,8 @@ def start(write, tmp_path: Path, *overrides: str) -> tuple[subprocess.Popen[byte
         """)
     marker = tmp_path / "started"
     env = {**os.environ, "HEADRACE_TEST_MARKER": str(marker), "PYTHONWARNINGS": "default"}
-    sets = [arg for o in overrides for arg in ("--set", o)]
-    proc = subprocess.Popen([sys.executable, "-m", "headrace", "run", str(path), "--json", *sets],
+    proc = subprocess.Popen([sys.executable, "-m", "headrace", "run", str(path), "--json",
+                             *options],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     deadline = time.monotonic() + 30
     while not marker.exists():
@@ -77,7 +77,7 @@ def test_signal_drains_and_publishes(write, tmp_path: Path, sig: signal.Signals,
 
 def test_drain_timeout_cuts_a_slow_drain(write, tmp_path: Path) -> None:
     """A drain longer than runtime.drain_timeout is cancelled: exit 130, output discarded."""
-    proc, base = start(write, tmp_path, "runtime.drain_timeout=0.05")
+    proc, base = start(write, tmp_path, "--drain-timeout", "0.05")
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 130, stderr.decode()

@@ -90,13 +90,16 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output o
 
 
 @app.command()
-def run(
+def run(  # noqa: PLR0917 - Typer maps each parameter to an option
     pipeline: PipelineArg,
     set_: SetOpt = None,
     as_json: JsonOpt = False,
     resume: Annotated[bool, typer.Option("--resume", help="Not available yet.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and show the plan.")]
     = False,
+    drain_timeout: Annotated[float | None, typer.Option(
+        "--drain-timeout", min=0.001, help="Seconds a Ctrl-C drain may take."
+    )] = None,
 ) -> None:
     """Run a pipeline."""
     from headrace.cli._progress import LineProgress, RichProgress
@@ -107,7 +110,10 @@ def run(
     if resume:
         raise ConfigError("--resume is not available yet: checkpoints come with the runtime "
                           "work", hint="run without --resume")
-    plan, _ = _load(pipeline, set_)
+    overrides = list(set_ or [])
+    if drain_timeout is not None:
+        overrides.append(f"runtime.drain_timeout={drain_timeout}")
+    plan, _ = _load(pipeline, overrides)
     if dry_run:
         _print_plan(plan, as_json)
         return
