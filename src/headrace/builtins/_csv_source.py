@@ -10,9 +10,9 @@ import pyarrow.csv as pacsv
 from pydantic import Field, field_validator
 
 from headrace.errors import SourceError
-from headrace.plugin import DeadRecord, empty_table
+from headrace.plugin import empty_table
 
-from ._linesource import LineSource, LineSourceOptions, Parsed
+from ._linesource import LineSource, LineSourceOptions
 
 
 def arrow_type(name: str) -> pa.DataType:
@@ -86,35 +86,29 @@ class CsvSource(LineSource):
             header = self._parse_header(line)
             self.names = list(self.options.column_names or header)
 
-    def parse(self, data: bytes, first_line: int) -> Parsed:
-        rejected: list[Any] = []
-
-        def on_invalid(row: Any) -> str:
-            rejected.append(row)
-            return "skip"
-
+    def parse(self, data: bytes) -> pa.Table:
+        # No invalid_row_handler: a ragged row makes the block fail and the engine isolates
+        # the line (pyarrow's handler cannot even be called for a row with invalid UTF-8).
         if not self.names:
             first = data.split(b"\n", 1)[0].rstrip(b"\r")
             count = len(next(csv.reader([first.decode("utf-8", "replace")],
                                         delimiter=self.options.delimiter), []))
             self.names = [f"f{i}" for i in range(count)]
         if not data:  # pyarrow refuses empty input; blank lines it skips itself
-            return Parsed(self.empty_table(), [])
+            return self.empty_table()
         table = pacsv.read_csv(
             pa.BufferReader(data),
             read_options=pacsv.ReadOptions(column_names=self.names, use_threads=False),
             parse_options=pacsv.ParseOptions(
-                delimiter=self.options.delimiter,
-                quote_char=self.options.quote_char,
-                invalid_row_handler=on_invalid,
+                delimiter=self.options.delimiter, quote_char=self.options.quote_char
             ),
             convert_options=self._convert_options(),
         )
         if not self._inferred:
             self._freeze_types(table.schema)
             if any(self.types[f.name] != f.type for f in table.schema):
-                return self.parse(data, first_line)  # again, with the frozen types
-        return Parsed(table, [self._reject(row, data, first_line) for row in rejected])
+                return self.parse(data)  # again, with the frozen types
+        return table
 
     def project(self, columns: list[str]) -> bool:
         self.include = columns
@@ -137,15 +131,6 @@ class CsvSource(LineSource):
                 loose = pa.types.is_null(field.type) or pa.types.is_binary(field.type)
                 self.types[field.name] = pa.string() if loose else field.type
         self._inferred = True
-
-    def _reject(self, row: Any, data: bytes, first_line: int) -> DeadRecord:
-        text: str = row.text
-        at = data.find(text.encode("utf-8", "surrogateescape"))
-        line = first_line + data.count(b"\n", 0, at) if at >= 0 else None
-        return DeadRecord(
-            {"line": text}, "RaggedRow",
-            f"expected {row.expected_columns} columns, got {row.actual_columns}", line,
-        )
 
     def line_is_whole(self, line: bytes) -> bool:
         """A single line with an odd number of quotes has a value running past its end."""

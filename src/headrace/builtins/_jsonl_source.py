@@ -9,7 +9,17 @@ import pyarrow.json as pajson
 
 from headrace.plugin import empty_table
 
-from ._linesource import LineSource, LineSourceOptions, Parsed
+from ._linesource import LineSource, LineSourceOptions
+
+_WHITESPACE = b" \t\r\n"
+
+
+def _starts_with_null(data: bytes) -> bool:
+    for start in range(0, len(data), 4096):
+        head = bytes(data[start: start + 4096]).lstrip(_WHITESPACE)
+        if head:
+            return head.startswith(b"null")
+    return False
 
 
 class JsonlOptions(LineSourceOptions):
@@ -26,9 +36,13 @@ class JsonlSource(LineSource):
         super().__init__(options, context)
         self.schema: pa.Schema | None = None
 
-    def parse(self, data: bytes, first_line: int) -> Parsed:
+    def parse(self, data: bytes) -> pa.Table:
         if not data:  # pyarrow refuses empty input; blank lines it skips itself
-            return Parsed(self.empty_table(), [])
+            return self.empty_table()
+        if _starts_with_null(data):
+            # pyarrow 26 crashes (SIGSEGV) on input whose first value is a bare `null`; refuse
+            # it here, so isolation narrows it down to that line, a dead letter.
+            raise pa.ArrowInvalid("JSON line is null, not an object")
         parse_options = pajson.ParseOptions(
             explicit_schema=self.schema, unexpected_field_behavior="infer"
         )
@@ -38,7 +52,7 @@ class JsonlSource(LineSource):
             # Later blocks keep the first block's types; columns seen first as all-null stay
             # open to inference.
             self.schema = pa.schema([f for f in table.schema if not pa.types.is_null(f.type)])
-        return Parsed(table, [])
+        return table
 
     def empty_table(self) -> pa.Table:
         return empty_table(self.schema or pa.schema([]))

@@ -34,11 +34,21 @@ def _newline_mask(data: bytes | bytearray) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8) == 10
 
 
-def _count_newlines(data: bytes) -> int:
-    # In 256 KiB slices, so the comparison's temporary stays in the CPU cache.
+def _count_line_ends(data: bytes) -> tuple[int, int]:
+    """Newlines and carriage returns, in 256 KiB slices (the temporaries stay in cache)."""
     view = np.frombuffer(data, dtype=np.uint8)
     step = 1 << 18
-    return sum(int(np.count_nonzero(view[i: i + step] == 10)) for i in range(0, len(view), step))
+    newlines = returns = 0
+    for i in range(0, len(view), step):
+        piece = view[i: i + step]
+        newlines += int(np.count_nonzero(piece == 10))
+        returns += int(np.count_nonzero(piece == 13))
+    return newlines, returns
+
+
+def _crlf_pairs(data: bytes) -> int:
+    view = np.frombuffer(data, dtype=np.uint8)
+    return int(np.count_nonzero((view[:-1] == 13) & (view[1:] == 10)))
 
 
 @dataclass
@@ -51,11 +61,18 @@ class LineBlock:
     end: int
     oversized: list[DeadRecord] = field(default_factory=list)
     line_count: int = -1
+    returns: int = 0
 
     def __post_init__(self) -> None:
         if self.line_count < 0:
             tail = 1 if self.data and not self.data.endswith(b"\n") else 0
-            self.line_count = _count_newlines(self.data) + tail
+            newlines, self.returns = _count_line_ends(self.data)
+            self.line_count = newlines + tail
+
+    @property
+    def has_bare_returns(self) -> bool:
+        """A carriage return not followed by a newline: CSV parsers end a record there."""
+        return self.returns > 0 and _crlf_pairs(self.data) != self.returns
 
     def record_lines(self) -> np.ndarray:
         """Line numbers of the lines that hold records, i.e. all but blank ones."""

@@ -50,14 +50,6 @@ class LineSourceOptions(Options):
     )
 
 
-class Parsed:
-    """A parsed piece of input: the table, and the lines the parser itself rejected."""
-
-    def __init__(self, table: pa.Table, rejected: list[DeadRecord]) -> None:
-        self.table = table
-        self.rejected = rejected
-
-
 class LineSource(Source):
     """Subclasses implement ``parse`` (whole lines -> table), and may override ``prepare``
     (read a header), ``line_is_whole`` and ``empty_table``."""
@@ -85,8 +77,8 @@ class LineSource(Source):
     def prepare(self) -> None:
         """Read what comes before the records (a CSV header). Runs in a thread."""
 
-    def parse(self, data: bytes, first_line: int) -> Parsed:
-        """Parse whole lines; raise ``pa.ArrowInvalid`` if any line is bad."""
+    def parse(self, data: bytes) -> pa.Table:
+        """Parse whole lines, one record each; raise ``pa.ArrowInvalid`` if any line is bad."""
         raise NotImplementedError
 
     # -- the machinery ------------------------------------------------------------------
@@ -193,17 +185,17 @@ class LineSource(Source):
 
     def _parse_block(self, block: LineBlock) -> tuple[pa.Table, np.ndarray, list[DeadRecord]]:
         try:
-            parsed = self.parse(block.data, block.first_line)
-            if parsed.table.num_rows == block.line_count and not parsed.rejected:
-                # the common case: every line is one record
+            table = self.parse(block.data)
+            # The common case: a record per line. (A bare CR splitting one line could hide a
+            # blank line from this count, so blocks that have one take the careful path.)
+            if table.num_rows == block.line_count and not block.has_bare_returns:
                 first = block.first_line
-                return parsed.table, np.arange(first, first + block.line_count), []
-            lines = block.record_lines()
-            if parsed.rejected:
-                lines = lines[~np.isin(lines, _row_ids(parsed.rejected))]
-            # A mismatch means a quote swallowed a newline: find the lines at fault.
-            if parsed.table.num_rows == len(lines):
-                return parsed.table, lines, parsed.rejected
+                return table, np.arange(first, first + block.line_count), []
+            lines = block.record_lines()  # blank lines hold no record
+            # Still a mismatch: some line did not give exactly one record (a quote swallowed
+            # a newline, a bare carriage return split it); find the lines at fault.
+            if table.num_rows == len(lines) and not block.has_bare_returns:
+                return table, lines, []
         except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError):
             pass
         return self._isolate(split_lines(block.data), block.first_line)
@@ -225,21 +217,23 @@ class LineSource(Source):
         def attempt(lo: int, hi: int) -> None:
             data = b"\n".join(lines[lo:hi]) + b"\n"
             error: str | None = None
+            piece = LineBlock(data, first_line + lo, 0, 0)
             try:
-                parsed = self.parse(data, first_line + lo)
-                piece = LineBlock(data, first_line + lo, 0, 0)
+                table = self.parse(data)
                 numbers = piece.record_lines()
-                if parsed.rejected:
-                    numbers = numbers[~np.isin(numbers, _row_ids(parsed.rejected))]
-                if parsed.table.num_rows == len(numbers) and (
+                # Lines with a bare carriage return are only trusted one at a time.
+                alone_or_plain = hi - lo == 1 or not piece.has_bare_returns
+                if table.num_rows == len(numbers) and alone_or_plain and (
                     hi - lo > 1 or self.line_is_whole(lines[lo])
                 ):
-                    tables.append(parsed.table)
+                    tables.append(table)
                     ids.append(numbers)
-                    dead.extend(parsed.rejected)
                     settled[0] += hi - lo
                     return
-                error = "unbalanced quotes: a quoted value runs past the end of the line"
+                line = lines[lo] if hi - lo == 1 else b""
+                error = ("a carriage return inside the line splits it"
+                         if b"\r" in line.rstrip(b"\r") else
+                         "unbalanced quotes: a quoted value runs past the end of the line")
             except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError) as exc:
                 error = str(exc)
             if hi - lo == 1:
@@ -275,6 +269,8 @@ class LineSource(Source):
     def bad_line(self, line: bytes, number: int, error: str) -> DeadRecord:
         if "UTF8" in error or "utf-8" in error:
             kind = "UnicodeDecodeError"
+        elif "columns, got" in error:
+            kind = "RaggedRow"
         elif "conversion error" in error:
             kind = "ConversionError"
         elif "quote" in error:
@@ -282,7 +278,3 @@ class LineSource(Source):
         else:
             kind = "ParseError"
         return DeadRecord({"line": line.decode("utf-8", "replace")}, kind, error, number)
-
-
-def _row_ids(dead: list[DeadRecord]) -> list[int]:
-    return [d.row_id for d in dead if d.row_id is not None]
