@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import anyio
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -34,23 +35,14 @@ def record_lines(content: bytes) -> int:
     return sum(1 for line in content.split(b"\n") if line.strip(b"\r"))
 
 
+@pytest.mark.parametrize(("use", "header"), [("csv", b"a,b,c\n"), ("jsonl", b"")])
 @settings(max_examples=120, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(lines=lines_strategy)
-def test_csv_every_line_is_a_record_or_a_dead_letter(tmp_path: Path, lines) -> None:  # type: ignore[no-untyped-def]
-    """records_in equals the non-blank lines after the header; out + dead covers them all."""
+def test_every_line_is_a_record_or_a_dead_letter(tmp_path: Path, use: str, header: bytes,
+                                                 lines) -> None:  # type: ignore[no-untyped-def]
+    """records_in equals the non-blank lines after any header; out + dead covers them all."""
     content = b"\n".join(lines) + b"\n"
-    summary = run(tmp_path, "csv", content, b"a,b,c\n")
-    assert summary["records_in"] == record_lines(content)
-    assert summary["records_in"] == summary["records_out"] + summary["records_dead"]
-
-
-@settings(max_examples=120, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(lines=lines_strategy)
-def test_jsonl_every_line_is_a_record_or_a_dead_letter(tmp_path: Path, lines) -> None:  # type: ignore[no-untyped-def]
-    """The same for JSON Lines, where most of these lines are not JSON at all."""
-    content = b"\n".join(lines) + b"\n"
-    summary = run(tmp_path, "jsonl", content, b"")
+    summary = run(tmp_path, use, content, header)
     assert summary["records_in"] == record_lines(content)
     assert summary["records_in"] == summary["records_out"] + summary["records_dead"]
