@@ -251,7 +251,7 @@ class LineReader:
 
     def _long_line(self, parts: list[bytes], total: int) -> DeadRecord:
         """Report a line of ``total`` bytes (newline included) that was not kept."""
-        prefix = b"".join(parts)[:1024] if parts else b""
+        prefix = b"".join(part[:1024] for part in parts[:1024])[:1024]  # no copy of it all
         dead = DeadRecord(
             {"line_prefix": prefix.decode("utf-8", "replace")},
             "LineTooLong",
