@@ -35,6 +35,58 @@ class BatchProcessed:
 @dataclass(frozen=True)
 class BatchWritten:
     records: int
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class RetryScheduled:
+    """A call failed with a transient error and will be tried again after ``delay``."""
+
+    step_id: str
+    attempt: int  # the attempt that failed, from 1
+    delay: float
+    reason: str  # error class name, e.g. TimeoutError
+
+
+@dataclass(frozen=True)
+class BreakerChanged:
+    step_id: str
+    key: str
+    state: str  # closed | open | half_open
+
+
+@dataclass(frozen=True)
+class RateLimited:
+    """A call waited ``seconds`` for its rate limit."""
+
+    step_id: str
+    key: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class EdgeFill:
+    """Batches waiting on one edge (channel) of the pipeline, and its capacity."""
+
+    edge: str  # "<from>-><to>"
+    queued: int
+    capacity: int
+
+
+@dataclass(frozen=True)
+class Sampled:
+    """A periodic snapshot of gauges: channel fill per edge, calls in flight per step."""
+
+    edges: tuple[EdgeFill, ...]
+    in_flight: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True)
+class CheckpointCommitted:
+    """Every record before ``position`` is in the sink or the dead-letter output, durably."""
+
+    position: int
+    records: int  # source records committed so far, in this run and the runs it resumes
 
 
 @dataclass(frozen=True)
@@ -47,7 +99,10 @@ class RunFinished:
     summary: dict[str, Any]
 
 
-Event = RunStarted | BatchRead | BatchProcessed | BatchWritten | StopRequested | RunFinished
+Event = (
+    RunStarted | BatchRead | BatchProcessed | BatchWritten | StopRequested | RunFinished
+    | RetryScheduled | BreakerChanged | RateLimited | Sampled | CheckpointCommitted
+)
 
 
 class Observer(Protocol):
