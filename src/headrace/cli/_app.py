@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from headrace._version import __version__
+from headrace.cli._logging import LogFormat, setup_logging
 from headrace.errors import HeadraceError
 
 app = typer.Typer(
@@ -64,14 +65,27 @@ def main_options(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
     verbose: Annotated[int, typer.Option("-v", "--verbose", count=True, help="More logs.")] = 0,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only errors.")] = False,
+    log_format: Annotated[LogFormat, typer.Option(
+        "--log-format", envvar="HEADRACE_LOG_FORMAT", help="Logs on stderr as text or JSON lines."
+    )] = LogFormat.text,
     version: Annotated[bool, typer.Option("--version", callback=_version_callback,
                                           is_eager=True, help="Versions and exit.")] = False,
 ) -> None:
     State.debug = debug
     State.verbosity = -1 if quiet else verbose
     level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
-    logging.basicConfig(level=logging.ERROR if quiet else level, stream=sys.stderr,
-                        format="headrace %(levelname)s %(name)s: %(message)s")
+    setup_logging(log_format, logging.ERROR if quiet else level)
+
+
+def _redact(data: Any) -> Any:
+    """Secrets from ${VAR} hidden in text or JSON-like data about to be printed."""
+    from headrace.config import redact_data
+
+    return redact_data(data)
+
+
+def _print_traceback(error: BaseException) -> None:
+    print(_redact("".join(traceback.format_exception(error))), end="", file=sys.stderr)
 
 
 def _load(pipeline: Path, overrides: list[str] | None) -> Any:
@@ -125,7 +139,7 @@ def run(  # noqa: PLR0917 - Typer maps each parameter to an option
             interval = plan.pipeline.config.runtime.progress_interval
             observers.append(LineProgress(sys.stderr, interval))
     result = run_plan(plan, observers)
-    summary = result.summary
+    summary = _redact(result.summary)
     _write_run_summary(plan, summary)
     if as_json:
         typer.echo(json.dumps(summary))
@@ -133,7 +147,7 @@ def run(  # noqa: PLR0917 - Typer maps each parameter to an option
         print(summary_text(summary), file=sys.stderr)
     if result.error is not None:
         if State.debug:
-            traceback.print_exception(result.error, file=sys.stderr)
+            _print_traceback(result.error)
         raise typer.Exit(result.error.exit_code)
     if result.interrupted_by:
         raise typer.Exit(143 if result.interrupted_by == "SIGTERM" else 130)
@@ -150,18 +164,18 @@ def _write_run_summary(plan: Any, summary: dict[str, Any]) -> None:
         tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         tmp.replace(run_dir / "summary.json")
     except OSError as exc:
-        print(f"headrace: warning: cannot write {run_dir / 'summary.json'}: {exc}",
+        print(_redact(f"headrace: warning: cannot write {run_dir / 'summary.json'}: {exc}"),
               file=sys.stderr)
 
 
 def _print_plan(plan: Any, as_json: bool) -> None:
-    description = {
+    description = _redact({
         "pipeline": plan.name,
         "source": plan.source.context.plugin_id,
         "steps": [{"id": s.id, "use": s.spec.use, "executor": s.executor,
                    "concurrency": s.spec.concurrency} for s in plan.steps],
         "sink": plan.sink.describe(),
-    }
+    })
     if as_json:
         typer.echo(json.dumps(description))
         return
@@ -179,18 +193,18 @@ def validate(pipeline: PipelineArg, set_: SetOpt = None, as_json: JsonOpt = Fals
     except HeadraceError as exc:
         if not as_json:
             raise
-        typer.echo(json.dumps({"valid": False, "error": exc.one_line()}))
+        typer.echo(json.dumps({"valid": False, "error": _redact(exc.one_line())}))
         raise typer.Exit(exc.exit_code) from None
     checked = [sid for sid, _ in schemas]
     if as_json:
-        typer.echo(json.dumps({"valid": True, "pipeline": plan.name,
-                               "steps": [s.id for s in plan.steps],
-                               "expressions_checked_against_data": checked}))
+        typer.echo(json.dumps(_redact({"valid": True, "pipeline": plan.name,
+                                       "steps": [s.id for s in plan.steps],
+                                       "expressions_checked_against_data": checked})))
         return
     note = "" if len(checked) == len(plan.steps) else \
         " (the source's columns are unknown until it runs: expressions were parsed, not bound)"
-    print(f"{pipeline}: ok: {plan.source.context.plugin_id} -> "
-          f"{len(plan.steps)} steps -> {plan.sink.describe()}{note}", file=sys.stderr)
+    print(_redact(f"{pipeline}: ok: {plan.source.context.plugin_id} -> "
+                  f"{len(plan.steps)} steps -> {plan.sink.describe()}{note}"), file=sys.stderr)
 
 
 @app.command()
@@ -289,8 +303,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.exit_code or 0)
     except HeadraceError as exc:
         if State.debug:
-            traceback.print_exc()
-        print(f"headrace: error: {exc.one_line()}", file=sys.stderr)
+            _print_traceback(exc)
+        print(f"headrace: error: {_redact(exc.one_line())}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("headrace: interrupted", file=sys.stderr)
@@ -302,8 +316,8 @@ def main(argv: list[str] | None = None) -> int:
             exc.show()
             return 2
         if State.debug:
-            traceback.print_exc()
-        print(f"headrace: internal error: {type(exc).__name__}: {exc} "
-              "(run with --debug for the traceback)", file=sys.stderr)
+            _print_traceback(exc)
+        print(_redact(f"headrace: internal error: {type(exc).__name__}: {exc} "
+                      "(run with --debug for the traceback)"), file=sys.stderr)
         return 1
     return code if isinstance(code, int) else 0

@@ -1,4 +1,4 @@
-"""Pipeline files: the model, loading (YAML/TOML), interpolation, overrides.
+"""Pipeline files: the model, loading (YAML/TOML), interpolation, overrides, secrets.
 
 Layer: imports only ``headrace.errors`` (and pydantic, ruamel.yaml, tomllib).
 """
@@ -13,6 +13,7 @@ from ._model import (
     PluginSpec,
     RuntimeConfig,
 )
+from ._secrets import is_secret_name, redact, redact_data, register_secret
 
 __all__ = [
     "STEP_RESERVED_KEYS",
@@ -25,7 +26,11 @@ __all__ = [
     "RuntimeConfig",
     "did_you_mean",
     "dotted",
+    "is_secret_name",
     "load_pipeline",
     "parse_scalar",
+    "redact",
+    "redact_data",
+    "register_secret",
     "validation_error",
 ]

@@ -1,4 +1,8 @@
-"""``${VAR}``, ``${VAR:-default}`` and ``${VAR:?message}`` in string values."""
+"""``${VAR}``, ``${VAR:-default}`` and ``${VAR:?message}`` in string values.
+
+The value of a variable whose name looks secret is registered with ``_secrets`` as it is
+substituted, so that nothing headrace prints afterwards shows it.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from typing import Any
 from headrace.errors import ConfigValueError
 
 from ._locations import Loc
+from ._secrets import is_secret_name, register_secret
 
 _PATTERN = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:-|:\?)([^}]*))?\}")
 
@@ -32,10 +37,12 @@ def interpolate(
             return "$"
         name, op, arg = match.group(1), match.group(2), match.group(3)
         value = environ.get(name)
-        if value is not None and (value != "" or op is None):
+        if value is None or (value == "" and op is not None):
+            value = arg if op == ":-" else None
+        if value is not None:
+            if is_secret_name(name):
+                register_secret(value)
             return value
-        if op == ":-":
-            return arg
         dotted = ".".join(str(p) for p in path)
         if op == ":?":
             raise ConfigValueError(f"{where(path)}: {dotted}: ${{{name}}} is not set: {arg}")
