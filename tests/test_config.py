@@ -113,12 +113,14 @@ def test_set_overrides_by_path_and_step_id(write) -> None:
         (("name: flights\n", "name: flights\nsteps_: []\n"), 3, "unknown key 'steps_'"),
         (("version: 1\n", "version: 2\n"), 1, "version"),
         (("  - use: filter\n", "  - use: filter\n    concurrency: many\n"), 8, "concurrency"),
-        (("  - use: filter\n", "  - use: filter\n    retry: 3\n"), 8, "retry"),
+        (("  - use: filter\n", "  - use: filter\n    timeout: 0\n"), 8, "timeout"),
+        (("  - use: filter\n", "  - use: filter\n    retry: {attempts: -1}\n"), 8, "attempts"),
+        (("  - use: filter\n", "  - use: filter\n    rate_limit: fast\n"), 8, "not a rate"),
         (("name: flights\n", "name: flights\nruntime:\n  chanel_size: 3\n"), 4,
          "did you mean 'channel_size'"),
     ],
     ids=["plugin-option-later", "unknown-top-key", "bad-version", "wrong-type",
-         "reserved-not-yet", "runtime-typo"],
+         "timeout-zero", "retry-negative", "bad-rate", "runtime-typo"],
 )
 def test_config_errors_name_file_and_line(write, mutation, line, needle) -> None:
     """Unknown keys and wrong types are one-line errors with file:line and a hint."""

@@ -18,6 +18,7 @@ from headrace.plugin import (
     DataError,
     DeadRecord,
     Options,
+    RetriesExhausted,
     Step,
     StepOutput,
     cancellation_point,
@@ -77,6 +78,8 @@ class PythonStep(Step):
             self.supported_executors = frozenset({"async", "thread", "process"})
         self.batch_format = "arrow" if options.mode == "batch" and options.format != "rows" \
             else "rows"
+        # An async function per record gets timeout/retry/breaker/rate limit per record.
+        self.applies_policy_per_record = self._async and options.mode == "record"
 
     @property
     def is_async(self) -> bool:
@@ -95,6 +98,10 @@ class PythonStep(Step):
                 kept.append(i)
             elif result is None:
                 filtered += 1
+            elif isinstance(result, RetriesExhausted):
+                dead.append(DeadRecord(rows[i], type(result.error).__name__, str(result),
+                                       batch.row_id(i), attempts=result.attempts,
+                                       first_at=result.first_at, last_at=result.last_at))
             elif isinstance(result, BaseException):
                 dead.append(DeadRecord(rows[i], type(result).__name__, str(result),
                                        batch.row_id(i)))
@@ -130,6 +137,7 @@ class PythonStep(Step):
 
     def _per_record(self, rows: list[dict[str, Any]]) -> list[Any]:
         fn = self.function
+        policy = self.context.policy
         results: list[Any] = []
         append = results.append
         for i, row in enumerate(rows):
@@ -138,19 +146,34 @@ class PythonStep(Step):
             try:
                 append(fn(row))
             except Exception as exc:  # the record's own failure: it becomes a dead letter
-                append(exc)
+                if policy is not None and policy.is_transient(exc):
+                    append(self._retry(fn, row, exc))  # the slow path, off the hot loop
+                else:
+                    append(exc)
         return results
+
+    def _retry(self, fn: Callable[..., Any], row: dict[str, Any], exc: Exception) -> Any:
+        assert self.context.policy is not None
+        try:
+            return self.context.policy.retry_blocking(fn, row, exc)
+        except Exception as final:
+            return final
 
     async def _per_record_async(self, rows: list[dict[str, Any]]) -> list[Any]:
         results: list[Any] = [None] * len(rows)
         limiter = anyio.CapacityLimiter(self.options.max_in_flight)
 
+        policy = self.context.policy
+
         async def one(i: int, row: dict[str, Any]) -> None:
-            async with limiter:
-                try:
-                    results[i] = await self.function(row)
-                except Exception as exc:
-                    results[i] = exc
+            try:
+                if policy is None:
+                    async with limiter:
+                        results[i] = await self.function(row)
+                else:
+                    results[i] = await policy.call(lambda: self.function(row), slots=limiter)
+            except Exception as exc:
+                results[i] = exc
 
         async with anyio.create_task_group() as tg:
             for i, row in enumerate(rows):

@@ -13,21 +13,27 @@ from ._model import (
     PluginSpec,
     RuntimeConfig,
 )
+from ._policies import BreakerPolicy, Policies, RateLimitPolicy, RetryPolicy, parse_duration
 from ._secrets import is_secret_name, redact, redact_data, register_secret
 
 __all__ = [
     "STEP_RESERVED_KEYS",
+    "BreakerPolicy",
     "DeadLetterConfig",
     "LoadedPipeline",
     "Loc",
     "Locations",
     "PipelineConfig",
     "PluginSpec",
+    "Policies",
+    "RateLimitPolicy",
+    "RetryPolicy",
     "RuntimeConfig",
     "did_you_mean",
     "dotted",
     "is_secret_name",
     "load_pipeline",
+    "parse_duration",
     "parse_scalar",
     "redact",
     "redact_data",

@@ -18,7 +18,6 @@ from ._interpolate import interpolate
 from ._locations import Loc, Locations, toml_locations
 from ._model import (
     ENDPOINT_RESERVED_KEYS,
-    NOT_YET_AVAILABLE_KEYS,
     STEP_RESERVED_KEYS,
     PipelineConfig,
     PluginSpec,
@@ -203,13 +202,6 @@ def _split_spec(raw: Any, path: Loc, reserved: frozenset[str], locations: Locati
     """Separate reserved keys from the plugin's own options."""
     if not isinstance(raw, dict):
         return raw
-    for key in raw:
-        if key in NOT_YET_AVAILABLE_KEYS and reserved is STEP_RESERVED_KEYS:
-            raise ConfigValueError(
-                f"{locations.where((*path, key))}: '{key}' is reserved for the runtime policies "
-                "that this version of headrace does not implement yet",
-                hint="remove it; see CHANGELOG.md for what is available",
-            )
     spec = {k: v for k, v in raw.items() if k in reserved}
     spec["options"] = {k: v for k, v in raw.items() if k not in reserved}
     return spec

@@ -6,11 +6,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-STEP_RESERVED_KEYS = frozenset({
-    "id", "use", "concurrency", "executor", "on_error", "timeout", "retry", "breaker", "rate_limit",
-})
-# Reserved by the interface contract, implemented by the runtime-policies work.
-NOT_YET_AVAILABLE_KEYS = frozenset({"timeout", "retry", "breaker", "rate_limit"})
+from ._policies import Breaker, Duration, Policies, RateLimit, Retry, RetryPolicy
+
+POLICY_KEYS = ("timeout", "retry", "breaker", "rate_limit")
+STEP_RESERVED_KEYS = frozenset({"id", "use", "concurrency", "executor", "on_error", *POLICY_KEYS})
 ENDPOINT_RESERVED_KEYS = frozenset({"id", "use"})
 
 
@@ -31,7 +30,22 @@ class PluginSpec(_Strict):
         default="dead_letter",
         description="A record that fails: to the dead-letter output, fail the run, or drop it.",
     )
+    timeout: Duration | None = Field(default=None, gt=0, le=86400,
+                                     description="Seconds one call may take; then it is retried.")
+    retry: Retry | None = Field(default=None, description="Retries of transient failures.")
+    breaker: Breaker = Field(default=None, description="Circuit breaker; `true` for defaults.")
+    rate_limit: RateLimit | None = Field(default=None, description="e.g. 50/s or 600/min.")
     options: dict[str, Any] = Field(default_factory=dict, description="The plugin's own options.")
+
+    def policies(self, defaults: RuntimeConfig) -> Policies:
+        """This step's policies: its own keys where set, else the runtime defaults."""
+        chosen = {
+            key: getattr(self if key in self.model_fields_set else defaults, key)
+            for key in POLICY_KEYS
+        }
+        if chosen["retry"] is None:
+            chosen["retry"] = RetryPolicy()
+        return Policies(**chosen)
 
 
 class DeadLetterConfig(_Strict):
@@ -53,8 +67,21 @@ class RuntimeConfig(_Strict):
         default=10.0, gt=0, le=3600, description="Seconds a graceful stop may take to drain."
     )
     run_dir: str | None = Field(
-        default=None, description="Where summary.json goes; default .headrace/runs/<name>."
+        default=None,
+        description="Checkpoint ledger and summary.json; default .headrace/runs/<name>.",
     )
+    checkpoint: bool = Field(
+        default=True, description="Record progress so `headrace run --resume` can continue."
+    )
+    checkpoint_interval: Duration = Field(
+        default=2.0, gt=0, le=3600, description="Seconds between checkpoints."
+    )
+    timeout: Duration | None = Field(default=None, gt=0, le=86400,
+                                     description="Default `timeout` of every step.")
+    retry: Retry = Field(default_factory=RetryPolicy, description="Default `retry` of every step.")
+    breaker: Breaker = Field(default=None, description="Default `breaker` of every step.")
+    rate_limit: RateLimit | None = Field(default=None,
+                                         description="Default `rate_limit` of every step.")
 
     @field_validator("max_failures")
     @classmethod

@@ -13,12 +13,15 @@ from headrace.config import LoadedPipeline, Loc, PluginSpec, validation_error
 from headrace.errors import ConfigValueError, ExpressionError, HeadraceError
 from headrace.plugin import Plugin, PluginContext, Sink, Source, Step, load_plugin
 
+from ._resilience import StepPolicy
+
 
 @dataclass
 class PlannedStep:
     step: Step
     spec: PluginSpec
     executor: str
+    policy: StepPolicy
 
     @property
     def id(self) -> str:
@@ -71,12 +74,17 @@ def _instantiate(
         raise validation_error(
             exc, loaded.locations, prefix=path, known_keys=known, what=f"{kind} '{plugin_id}'"
         ) from None
+    policy = None
+    if kind == "step":
+        policy = StepPolicy(plugin_id, spec.policies(loaded.config.runtime),
+                            transient=getattr(cls, "transient_errors", ()))
     context = PluginContext(
         plugin_id=plugin_id,
         base_dir=loaded.base_dir,
         pipeline_name=loaded.config.name,
         locations=loaded.locations,
         config_path=path,
+        policy=policy,
     )
     try:
         return cls(options, context)
@@ -107,7 +115,9 @@ def build_plan(loaded: LoadedPipeline) -> Plan:
                 f"{loaded.locations.where(('steps', index, 'executor'))}: step '{step_id}' "
                 f"cannot run with executor '{executor}' (allowed: {allowed})"
             )
-        steps.append(PlannedStep(step=step, spec=spec, executor=executor))
+        policy = step.context.policy
+        assert isinstance(policy, StepPolicy)
+        steps.append(PlannedStep(step=step, spec=spec, executor=executor, policy=policy))
     sink = _instantiate("sink", config.sink, config.sink.id or config.sink.use, ("sink",), loaded)
     assert isinstance(source, Source) and isinstance(sink, Sink)
     return Plan(pipeline=loaded, source=source, steps=steps, sink=sink)

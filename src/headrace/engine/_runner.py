@@ -98,6 +98,8 @@ class Runner:
         self.stop = StopControl()
         self.dead_letters = DeadLetterWriter(dead_letter_path(plan), plan.name)
         self._source_id = plan.source.context.plugin_id
+        for planned in plan.steps:
+            planned.policy.emit = self.bus.emit
 
     async def _write_dead(
         self, step: str, position: Position | None, dead: list[DeadRecord]

@@ -11,7 +11,7 @@ import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from headrace.errors import HeadraceError, StepError
-from headrace.plugin import Batch, DeadRecord, Position, StepOutput
+from headrace.plugin import Batch, DeadRecord, Position, RetriesExhausted, StepOutput
 
 from ._events import BatchProcessed, EventBus
 from ._isolate import process_isolating
@@ -42,24 +42,43 @@ class StepStage:
         self.bus = bus
         self.dead_letter = dead_letter
         self.concurrency = planned.spec.concurrency
+        self.policy = planned.policy
+        # The engine wraps whole-batch calls in the step's policies, unless the step applies
+        # them per record itself or none is set (then the wrapper is skipped: it costs time).
+        self.guarded = self.policy.active and not self.step.applies_policy_per_record
+        # While a batch waits for a retry it gives its call slot back, so more batches than
+        # ``concurrency`` may be in the ordering window (but never more calls).
+        self.window = self.concurrency * 2 if self.guarded else self.concurrency
+        self._slots = anyio.CapacityLimiter(self.concurrency)
         self._process_runner: ProcessRunner | None = None
         self._thread_limiter = anyio.CapacityLimiter(self.concurrency)
+        self.in_flight = 0  # batches being processed now, for the gauges
 
     async def _call(self, batch: Batch) -> StepOutput:
         executor = self.planned.executor
         if executor == "thread":
+            # A timed-out call cannot stop a thread: it is abandoned to finish on its own.
             return await anyio.to_thread.run_sync(
-                self.step.process, batch, limiter=self._thread_limiter
+                self.step.process, batch, limiter=self._thread_limiter,
+                abandon_on_cancel=self.policy.policies.timeout is not None,
             )
         if executor == "process":
             assert self._process_runner is not None
             return await self._process_runner.process(batch)
         return await self.step.process_async(batch)
 
+    async def _guarded_call(self, batch: Batch) -> StepOutput:
+        return await self.policy.call(lambda: self._call(batch), slots=self._slots)
+
     async def handle(self, batch: Batch) -> Batch:
         started = time.perf_counter()
+        self.in_flight += 1
         try:
-            output = await process_isolating(self._call, batch)
+            output = await process_isolating(
+                self._guarded_call if self.guarded else self._call, batch
+            )
+        except RetriesExhausted as exc:
+            output = _all_dead(batch, exc)
         except HeadraceError:
             raise
         except Exception as exc:
@@ -67,6 +86,9 @@ class StepStage:
                 f"step '{self.stats.id}' failed: {type(exc).__name__}: {exc}",
                 hint="run with --debug for the traceback",
             ) from exc
+        finally:
+            self.in_flight -= 1
+            self.stats.retries = self.policy.retries
         seconds = time.perf_counter() - started
         dead = output.dead
         filtered = output.filtered
@@ -101,7 +123,7 @@ class StepStage:
             self._process_runner = ProcessRunner(self.step, self.concurrency)
         try:
             async with self.step, inbox, outbox:
-                if self.concurrency == 1:
+                if self.window == 1:
                     async for batch in inbox:
                         await outbox.send(await self.handle(batch))
                 else:
@@ -114,9 +136,10 @@ class StepStage:
     async def _run_ordered(
         self, inbox: ObjectReceiveStream[Batch], outbox: ObjectSendStream[Batch]
     ) -> None:
-        # The slot channel's buffer plus the one slot the collector awaits bound the batches
-        # in flight to exactly ``concurrency``.
-        slots_send, slots_recv = anyio.create_memory_object_stream[_Slot](self.concurrency - 1)
+        # A slot is reserved before the next batch is taken from the inbox, so the slot
+        # channel's buffer plus the one slot the collector awaits bound the batches held here
+        # to exactly ``window``. A slot left empty (result None) marks the end of the input.
+        slots_send, slots_recv = anyio.create_memory_object_stream[_Slot](self.window - 1)
 
         async def work(slot: _Slot, batch: Batch) -> None:
             try:
@@ -132,14 +155,30 @@ class StepStage:
                 async for slot in slots_recv:
                     await slot.done.wait()
                     result: Any = slot.result
-                    if isinstance(result, BaseException):
-                        return  # the failing worker's exception cancels the task group
+                    if result is None or isinstance(result, BaseException):
+                        return  # the end, or a failing worker's exception cancels the group
                     await outbox.send(result)
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(collect)
             async with slots_send:
-                async for batch in inbox:
+                while True:
                     slot = _Slot()
                     await slots_send.send(slot)
+                    try:
+                        batch = await inbox.receive()
+                    except anyio.EndOfStream:
+                        slot.done.set()
+                        break
                     tg.start_soon(work, slot, batch)
+
+
+def _all_dead(batch: Batch, exc: RetriesExhausted) -> StepOutput:
+    """Every record of a batch whose call kept failing, as dead letters with the attempts."""
+    error = type(exc.error).__name__
+    dead = [
+        DeadRecord(record, error, str(exc), batch.row_id(i),
+                   attempts=exc.attempts, first_at=exc.first_at, last_at=exc.last_at)
+        for i, record in enumerate(batch.to_rows())
+    ]
+    return StepOutput(batch=batch.slice(0, 0), dead=dead)

@@ -17,11 +17,14 @@ from ._contracts import (
     cancellation_point,
 )
 from ._registry import GROUPS, PluginInfo, discover, load_plugin
+from ._signals import BreakerOpen, CallPolicy, RetriesExhausted, Retry, TransientError
 from ._sql import SqlEvaluator, check_syntax, quote_ident, referenced_columns
 
 __all__ = [
     "GROUPS",
     "Batch",
+    "BreakerOpen",
+    "CallPolicy",
     "DataError",
     "DeadRecord",
     "Executor",
@@ -30,11 +33,14 @@ __all__ = [
     "PluginContext",
     "PluginInfo",
     "Position",
+    "RetriesExhausted",
+    "Retry",
     "Sink",
     "Source",
     "SqlEvaluator",
     "Step",
     "StepOutput",
+    "TransientError",
     "cancellation_point",
     "check_syntax",
     "discover",

@@ -35,6 +35,9 @@ class DeadRecord:
     error: str
     message: str
     row_id: int | None = None  # the record's line (CSV/JSONL) or row number (Parquet)
+    attempts: int = 1
+    first_at: str | None = None  # wall-clock ISO times of the first and last attempt
+    last_at: str | None = None
 
 
 @dataclass

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from headrace.config import Locations
 
+from ._signals import CallPolicy
+
 
 @dataclass(frozen=True)
 class PluginContext:
@@ -19,6 +21,8 @@ class PluginContext:
     locations: Locations | None = None
     config_path: tuple[str | int, ...] = ()
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("headrace.plugin"))
+    #: The step's timeout/retry/breaker/rate limit, for steps that apply them per record.
+    policy: CallPolicy | None = None
 
     def resolve_path(self, path: str) -> Path:
         """A path from the pipeline file, relative to the pipeline file's folder."""

@@ -128,6 +128,11 @@ class Step(Plugin):
     supported_executors: frozenset[str] = frozenset({"async", "thread"})
     #: Whether a failing batch may be split and re-run to isolate bad records.
     splittable: ClassVar[bool] = True
+    #: Exceptions (beyond TransientError, TimeoutError, ConnectionError) worth retrying.
+    transient_errors: ClassVar[tuple[type[BaseException], ...]] = ()
+    #: True when the step applies ``context.policy`` itself, per record; the engine then does
+    #: not wrap whole-batch calls in it.
+    applies_policy_per_record: bool = False
 
     def process(self, batch: Batch) -> StepOutput:
         """Process one batch; raise ``DataError`` when records in it cannot be processed."""
