@@ -114,6 +114,13 @@ def run(  # noqa: PLR0917 - Typer maps each parameter to an option
     drain_timeout: Annotated[float | None, typer.Option(
         "--drain-timeout", min=0.001, help="Seconds a Ctrl-C drain may take."
     )] = None,
+    metrics_port: Annotated[int | None, typer.Option(
+        "--metrics-port", min=0, max=65535,
+        help="Serve Prometheus /metrics and /healthz on this port during the run (0: any)."
+    )] = None,
+    metrics_host: Annotated[str | None, typer.Option(
+        "--metrics-host", help="Address for --metrics-port (default 127.0.0.1)."
+    )] = None,
 ) -> None:
     """Run a pipeline."""
     from headrace.cli._progress import LineProgress, RichProgress
@@ -138,7 +145,14 @@ def run(  # noqa: PLR0917 - Typer maps each parameter to an option
         else:
             interval = plan.pipeline.config.runtime.progress_interval
             observers.append(LineProgress(sys.stderr, interval))
-    result = run_plan(plan, observers)
+    metrics = _start_metrics(plan, metrics_host, metrics_port)
+    if metrics is not None:
+        observers.append(metrics.observer)
+    try:
+        result = run_plan(plan, observers)
+    finally:
+        if metrics is not None:
+            metrics.close()
     summary = _redact(result.summary)
     _write_run_summary(plan, summary)
     if as_json:
@@ -152,6 +166,22 @@ def run(  # noqa: PLR0917 - Typer maps each parameter to an option
     if result.interrupted_by:
         raise typer.Exit(143 if result.interrupted_by == "SIGTERM" else 130)
     raise typer.Exit(0 if result.status == "ok" else 1)
+
+
+def _start_metrics(plan: Any, host: str | None, port: int | None) -> Any:
+    """The metrics endpoint for --metrics-port, listening; it stops with the run."""
+    from headrace.errors import ConfigError
+
+    if port is None:
+        if host is not None:
+            raise ConfigError("--metrics-host needs --metrics-port", hint="--metrics-port 9464")
+        return None
+    from headrace.cli._metrics import MetricsObserver, MetricsServer
+
+    server = MetricsServer(MetricsObserver(plan.name), host or "127.0.0.1", port)
+    if State.verbosity >= 0:
+        print(f"headrace: metrics on {server.url}", file=sys.stderr, flush=True)
+    return server
 
 
 def _write_run_summary(plan: Any, summary: dict[str, Any]) -> None:
