@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Protocol, TypeVar
 
 import anyio
+import anyio.from_thread
 
 from headrace.config import BreakerPolicy, Policies
 from headrace.plugin import BreakerOpen, RetriesExhausted, TransientError, cancellation_point
@@ -61,7 +62,12 @@ def retry_after(exc: BaseException) -> float | None:
 class CircuitBreaker:
     """closed -> open after ``failures`` consecutive transient failures (or a failure rate over
     the last ``window`` calls); open -> half_open after ``reset_after``; half_open lets
-    ``half_open_calls`` probes through: a success closes it, a failure opens it again."""
+    ``half_open_calls`` probes through: a success closes it, a failure opens it again.
+
+    Only a probe decides a half-open breaker: ``enter`` hands each probe a ticket (the number of
+    the opening it probes) for ``leave``. A call that began before the breaker opened and ends
+    while it is half-open neither frees a probe place nor closes the breaker.
+    """
 
     def __init__(self, policy: BreakerPolicy, clock: Clock,
                  on_change: Callable[[str], None] = lambda state: None) -> None:
@@ -72,6 +78,7 @@ class CircuitBreaker:
         self.consecutive = 0
         self.outcomes: deque[bool] = deque(maxlen=policy.window)  # True = failed
         self.opened_at = 0.0
+        self.openings = 0  # times opened: a probe's ticket names the opening it probes
         self.probes = 0
 
     def _set(self, state: str) -> None:
@@ -93,15 +100,16 @@ class CircuitBreaker:
             self.probes += 1
         return 0.0
 
-    def leave(self, failed: bool | None) -> None:
-        """A call entered with ``try_enter`` ended: True failed (transient), False succeeded,
-        None neither (cancelled, or a terminal error that says nothing about the service)."""
-        probe = self.state == "half_open"
-        if probe:
+    def leave(self, failed: bool | None, probe: int | None = None) -> None:
+        """A call entered with ``enter`` ended: True failed (transient), False succeeded,
+        None neither (cancelled, or a terminal error that says nothing about the service).
+        ``probe`` is the ticket ``enter`` returned (None: the call was not a probe)."""
+        is_probe = probe is not None and probe == self.openings and self.state == "half_open"
+        if is_probe:
             self.probes = max(0, self.probes - 1)
         if failed is None:
             return
-        if probe:
+        if is_probe:
             if failed:
                 self._open()
             else:
@@ -123,11 +131,13 @@ class CircuitBreaker:
 
     def _open(self) -> None:
         self.opened_at = self.clock.now()
+        self.openings += 1
         self.probes = 0
         self._set("open")
 
-    async def enter(self) -> None:
-        """Wait until a call may go ahead; ``BreakerOpen`` after ``max_wait`` seconds."""
+    async def enter(self) -> int | None:
+        """Wait until a call may go ahead; ``BreakerOpen`` after ``max_wait`` seconds. Returns
+        the probe ticket for ``leave`` when the call is a half-open probe, else None."""
         deadline = self.clock.now() + self.policy.max_wait
         while (wait := self.try_enter()) > 0:
             left = deadline - self.clock.now()
@@ -135,6 +145,8 @@ class CircuitBreaker:
                 raise BreakerOpen(f"circuit breaker open for more than "
                                   f"{self.policy.max_wait:g} s")
             await self.clock.sleep(min(wait, left))
+        # try_enter just returned 0.0 without an await since: half-open means a probe place
+        return self.openings if self.state == "half_open" else None
 
 
 class StepPolicy:
@@ -237,9 +249,10 @@ class StepPolicy:
         attempt = 0
         while True:
             attempt += 1
+            probe: int | None = None
             if breaker is not None:
                 try:
-                    await breaker.enter()
+                    probe = await breaker.enter()
                 except BreakerOpen as exc:
                     raise RetriesExhausted(exc, attempt - 1, first_at, _wall()) from exc
             failed: bool | None = None
@@ -261,7 +274,7 @@ class StepPolicy:
                 error_name = type(exc).__name__
             finally:
                 if breaker is not None:
-                    breaker.leave(failed)
+                    breaker.leave(failed, probe)
             self.retries += 1
             self.emit(RetryScheduled(self.step_id, attempt, delay, error_name))
             await self.clock.sleep(delay)
@@ -279,6 +292,8 @@ class StepPolicy:
             delay = max(delay, retry_after(error) or 0.0)
             with self._retries_lock:
                 self.retries += 1
+            self._emit_from_thread(RetryScheduled(self.step_id, attempt, delay,
+                                                  type(error).__name__))
             deadline = time.monotonic() + delay
             while (left := deadline - time.monotonic()) > 0:
                 time.sleep(min(left, 0.1))  # short naps: a cancelled run does not wait long
@@ -290,3 +305,11 @@ class StepPolicy:
                     raise
                 error = exc
         raise RetriesExhausted(error, retry.attempts, first_at, _wall()) from error
+
+    def _emit_from_thread(self, event: Event) -> None:
+        """Emit on the event loop's thread (observers are not thread-safe), or right here when
+        this is the loop's thread (a sync function run inline)."""
+        try:
+            anyio.from_thread.run_sync(self.emit, event)
+        except RuntimeError:  # not an anyio worker thread
+            self.emit(event)
