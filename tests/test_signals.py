@@ -28,16 +28,19 @@ def slow(record):
 """
 
 
-def start(write, tmp_path: Path, *options: str) -> tuple[subprocess.Popen[bytes], Path]:
+def start(write, tmp_path: Path, *options: str,  # type: ignore[no-untyped-def]
+          checkpoint: bool = True) -> tuple[subprocess.Popen[bytes], Path]:
     write("in.csv", "id,v\n" + "".join(f"{i},{i}\n" for i in range(40_000)))
     write("slowfn.py", SLOW)
-    path = write("p.yaml", """
+    flag = "true" if checkpoint else "false"
+    path = write("p.yaml", f"""
         version: 1
         name: sig
-        source: {use: csv, path: in.csv, block_size: 4096}
+        source: {{use: csv, path: in.csv, block_size: 4096}}
         steps:
-          - {use: python, function: "slowfn:slow"}
-        sink: {use: jsonl, path: out/o.jsonl}
+          - {{use: python, function: "slowfn:slow"}}
+        sink: {{use: jsonl, path: out/o.jsonl}}
+        runtime: {{checkpoint: {flag}}}
         """)
     marker = tmp_path / "started"
     env = {**os.environ, "HEADRACE_TEST_MARKER": str(marker), "PYTHONWARNINGS": "default"}
@@ -53,12 +56,25 @@ def start(write, tmp_path: Path, *options: str) -> tuple[subprocess.Popen[bytes]
     return proc, path.parent
 
 
+def resume_and_check(path: Path) -> None:
+    """``--resume`` finishes the run: every record exactly once, in order."""
+    result = subprocess.run([sys.executable, "-m", "headrace", "run", str(path / "p.yaml"),
+                             "--resume", "--json"], capture_output=True, timeout=60, check=False,
+                            env={**os.environ, "HEADRACE_TEST_MARKER": str(path / "m2")})
+    assert result.returncode == 0, result.stderr.decode()
+    rows = read_jsonl(path / "out" / "o.jsonl")
+    assert [r["id"] for r in rows] == list(range(40_000))
+    assert sorted(p.name for p in (path / "out").iterdir()) == ["o.jsonl"]
+
+
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
                          ids=["SIGINT", "SIGTERM"])
-def test_signal_drains_and_publishes(write, tmp_path: Path, sig: signal.Signals,
-                                     code: int) -> None:
-    """One signal: the source stops, in-flight work drains into the sink, exit 130/143."""
-    proc, base = start(write, tmp_path)
+@pytest.mark.parametrize("checkpoint", [True, False], ids=["checkpoint", "no-checkpoint"])
+def test_signal_drains(write, tmp_path: Path, sig: signal.Signals, code: int,
+                       checkpoint: bool) -> None:
+    """One signal: the source stops, in-flight work drains into the sink, exit 130/143.
+    With checkpoints the partial output waits for --resume; without, it is published."""
+    proc, base = start(write, tmp_path, checkpoint=checkpoint)
     proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=30)
     text = stderr.decode()
@@ -68,16 +84,33 @@ def test_signal_drains_and_publishes(write, tmp_path: Path, sig: signal.Signals,
     assert summary["interrupted_by"] == sig.name
     assert_accounted(summary)
     assert 0 < summary["records_out"] < 40_000
-    rows = read_jsonl(base / "out" / "o.jsonl")
-    assert [r["id"] for r in rows] == list(range(summary["records_out"]))
     for warning in ("Task was destroyed", "never retrieved", "was never awaited", "Traceback"):
         assert warning not in text
-    assert [p.name for p in (base / "out").iterdir()] == ["o.jsonl"]
+    if not checkpoint:
+        rows = read_jsonl(base / "out" / "o.jsonl")
+        assert [r["id"] for r in rows] == list(range(summary["records_out"]))
+        assert [p.name for p in (base / "out").iterdir()] == ["o.jsonl"]
+        return
+    assert summary["checkpoint"]["records"] == summary["records_in"]  # all drained, committed
+    assert not (base / "out" / "o.jsonl").exists()
+    resume_and_check(base)
 
 
 def test_drain_timeout_cuts_a_slow_drain(write, tmp_path: Path) -> None:
-    """A drain longer than runtime.drain_timeout is cancelled: exit 130, output discarded."""
+    """A drain longer than runtime.drain_timeout is cancelled: exit 130, nothing published;
+    the last checkpoint is consistent, so --resume completes the output exactly."""
     proc, base = start(write, tmp_path, "--drain-timeout", "0.05")
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130, stderr.decode()
+    summary = json.loads(stdout.decode().strip().splitlines()[-1])
+    assert summary["status"] == "interrupted"
+    assert not (base / "out" / "o.jsonl").exists()
+    resume_and_check(base)
+
+
+def test_drain_timeout_without_checkpoints_discards(write, tmp_path: Path) -> None:
+    proc, base = start(write, tmp_path, "--drain-timeout", "0.05", checkpoint=False)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 130, stderr.decode()
@@ -87,14 +120,14 @@ def test_drain_timeout_cuts_a_slow_drain(write, tmp_path: Path) -> None:
     assert not out.exists() or list(out.iterdir()) == []
 
 
-def test_second_signal_stops_at_once_without_partial_output(write, tmp_path: Path) -> None:
-    """Two Ctrl-Cs: stop now, discard the temporary output, exit 130."""
+def test_second_signal_stops_at_once_and_resume_completes(write, tmp_path: Path) -> None:
+    """Two Ctrl-Cs: stop now, exit 130, nothing under the final name; --resume completes."""
     proc, base = start(write, tmp_path)
     proc.send_signal(signal.SIGINT)
     time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     _stdout, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 130, stderr.decode()
-    out = base / "out"
-    assert not out.exists() or list(out.iterdir()) == []
+    assert not (base / "out" / "o.jsonl").exists()
     assert "Task was destroyed" not in stderr.decode()
+    resume_and_check(base)

@@ -122,4 +122,8 @@ def test_disk_full_leaves_no_partial_file(write, tmp_path: Path, tiny_disk: Path
     assert result.code == 1, result.stderr
     assert "out.csv" in result.stderr
     assert "No space left" in result.stderr
+    # Only the hidden partial file --resume would continue (once space is freed).
+    assert [p.name for p in tiny_disk.iterdir()] in ([], [".out.csv.partial"])
+    result = run_cli("run", str(path), "--set", "runtime.checkpoint=false")
+    assert result.code == 1, result.stderr
     assert list(tiny_disk.iterdir()) == []

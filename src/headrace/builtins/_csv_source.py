@@ -122,6 +122,13 @@ class CsvSource(LineSource):
             kwargs["null_values"] = self.options.null_values
         return pacsv.ConvertOptions(**kwargs)
 
+    def frozen_types(self) -> pa.Schema | None:
+        return pa.schema(list(self.types.items())) if self._inferred else None
+
+    def freeze_types(self, schema: pa.Schema) -> None:
+        self.types = {field.name: field.type for field in schema}
+        self._inferred = True
+
     def _freeze_types(self, schema: pa.Schema) -> None:
         """Later blocks are parsed with the first block's types, so every batch agrees."""
         for field in schema:

@@ -3,6 +3,7 @@ blocking writes in a worker thread, and batches conformed to the first batch's s
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import IO, Any, ClassVar
@@ -14,6 +15,8 @@ from pydantic import Field
 from headrace.engine import discard, prepare_output, publish
 from headrace.errors import SinkError
 from headrace.plugin import Batch, Options, Sink
+
+from ._schemas import schema_from_text, schema_to_text
 
 
 class FileSinkOptions(Options):
@@ -49,7 +52,11 @@ def conform(table: pa.Table, schema: pa.Schema, where: str) -> pa.Table:
 
 
 class FileSink(Sink):
-    """Subclasses implement ``_open_writer``, ``_write_table`` and ``_close_writer``."""
+    """Subclasses implement ``_open_writer``, ``_write_table`` and ``_close_writer``.
+
+    Checkpoints (line formats): flush and fsync the temporary file and remember its length;
+    a resumed run cuts the file back to that length and appends. Parquet overrides this.
+    """
 
     Options: ClassVar[type[FileSinkOptions]] = FileSinkOptions
     options: FileSinkOptions
@@ -62,6 +69,11 @@ class FileSink(Sink):
         self.schema: pa.Schema | None = None
         self._handle: IO[bytes] | None = None
         self._done = False
+        self._continuing = False  # resumed: the header (if any) is already in the file
+
+    @property
+    def resumable(self) -> bool:  # type: ignore[override]
+        return not self.to_stdout
 
     def describe(self) -> str:
         return str(self.final) if self.final else "<stdout>"
@@ -126,8 +138,45 @@ class FileSink(Sink):
         if self._handle is not None and not self.to_stdout:
             self._handle.close()
         self._handle = None
-        if self.temp is not None:
+        # A checkpointed run keeps its partial output: ``--resume`` continues it.
+        if self.temp is not None and not self.checkpointing:
             discard(self.temp)
+
+    # -- checkpoints --------------------------------------------------------------------
+    def _checkpoint_blocking(self) -> dict[str, Any]:
+        self._flush_writer()
+        length = 0
+        if self._handle is not None:
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+            length = self._handle.tell()
+        return {"bytes": length, "schema": schema_to_text(self.schema)}
+
+    async def checkpoint(self) -> dict[str, Any]:
+        try:
+            return await anyio.to_thread.run_sync(self._checkpoint_blocking)
+        except OSError as exc:
+            raise SinkError(f"cannot write {self.describe()}: {exc.strerror or exc}") from exc
+
+    def _resume_blocking(self, state: dict[str, Any]) -> None:
+        assert self.temp is not None
+        length = int(state.get("bytes", 0))
+        self.schema = schema_from_text(state.get("schema"))
+        if self.schema is None:
+            return  # nothing was written yet: start as a fresh run would
+        try:
+            handle = open(self.temp, "r+b")  # noqa: SIM115
+        except FileNotFoundError:
+            raise SinkError(f"cannot resume: the partial output {self.temp} is gone",
+                            hint="run without --resume to start over") from None
+        handle.truncate(length)  # drop what was written after the checkpoint
+        handle.seek(length)
+        self._handle = handle
+        self._continuing = True
+        self._open_writer(handle, self.schema)
+
+    async def resume(self, state: dict[str, Any]) -> None:
+        await anyio.to_thread.run_sync(self._resume_blocking, state)
 
     async def abort(self) -> None:
         if not self._done:
@@ -142,3 +191,6 @@ class FileSink(Sink):
 
     def _close_writer(self) -> None:
         raise NotImplementedError
+
+    def _flush_writer(self) -> None:
+        """Push what the format writer buffers into the file (before an fsync)."""

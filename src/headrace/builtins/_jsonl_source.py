@@ -54,5 +54,11 @@ class JsonlSource(LineSource):
             self.schema = pa.schema([f for f in table.schema if not pa.types.is_null(f.type)])
         return table
 
+    def frozen_types(self) -> pa.Schema | None:
+        return self.schema
+
+    def freeze_types(self, schema: pa.Schema) -> None:
+        self.schema = schema
+
     def empty_table(self) -> pa.Table:
         return empty_table(self.schema or pa.schema([]))

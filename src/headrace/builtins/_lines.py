@@ -127,6 +127,20 @@ class LineReader:
             self._raw.close()
         self._raw = None
 
+    def seek(self, offset: int, line: int) -> None:
+        """Continue at byte ``offset`` (of the decompressed input) which starts line ``line``."""
+        if self.compression or self.path is None:
+            skip = offset - self._offset - len(self._carry)
+            while skip > 0:  # a compressed stream can only be read forward
+                chunk = self._read(min(skip, self.block_size))
+                if not chunk:
+                    raise SourceError(f"{self.label}: input ends before byte {offset}")
+                skip -= len(chunk)
+        else:
+            assert self._raw is not None
+            self._raw.seek(offset)
+        self._carry, self._offset, self._line, self._eof = b"", offset, line, False
+
     def raw_position(self) -> int:
         try:
             return self._raw.tell() if self._raw is not None and self.path else self._offset

@@ -9,7 +9,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import anyio
 import numpy as np
@@ -28,6 +28,7 @@ from headrace.plugin import (
 )
 
 from ._lines import LineBlock, LineReader, compression_for, split_lines
+from ._schemas import schema_from_text, schema_to_text
 
 MiB = 1024 * 1024
 PARSERS = max(1, min(4, os.cpu_count() or 1))
@@ -87,6 +88,36 @@ class LineSource(Source):
 
     def progress(self) -> int:
         return self.reader.raw_position()
+
+    resumable = True  # a file; stdin has no fingerprint, so the engine does not checkpoint it
+
+    def fingerprint(self) -> dict[str, Any] | None:
+        path = self.reader.path
+        if path is None:
+            return None
+        try:
+            stat = path.stat()
+        except OSError:
+            return None  # open() reports it
+        return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+    def resume_token(self, position: Position) -> dict[str, Any]:
+        # The column types the first block fixed travel along: a resumed run must parse the
+        # rest of the input exactly as the interrupted one would have.
+        return {**super().resume_token(position), "types": schema_to_text(self.frozen_types())}
+
+    async def resume(self, token: dict[str, Any]) -> None:
+        types = schema_from_text(token.get("types"))
+        if types is not None:
+            self.freeze_types(types)
+        await anyio.to_thread.run_sync(self.reader.seek, int(token["offset"]), int(token["row"]))
+
+    def frozen_types(self) -> pa.Schema | None:
+        """The types the first block fixed for the rest of the input; None if not yet."""
+        return None
+
+    def freeze_types(self, schema: pa.Schema) -> None:
+        """Parse with these types from now on (a resumed run)."""
 
     async def open(self) -> None:
         await anyio.to_thread.run_sync(self.reader.open)
@@ -176,7 +207,8 @@ class LineSource(Source):
         return batch
 
     def _batch_from(self, block: LineBlock) -> Batch:
-        position = Position(self.reader.label, block.start, block.end)
+        position = Position(self.reader.label, block.start, block.end,
+                            next_row=block.first_line + block.line_count)
         table, row_ids, rejects = self._parse_block(block)
         self.reader.release(block.data)  # parsed tables hold copies, never the input bytes
         batch = Batch.from_arrow(table, row_ids=row_ids, position=position)

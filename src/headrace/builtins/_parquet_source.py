@@ -31,6 +31,7 @@ class ParquetSource(Source):
         self.path = context.resolve_path(options.path)
         self._file: pq.ParquetFile | None = None
         self._rows_read = 0
+        self._skip_to = 0
         self._columns = options.columns
 
     def _open_file(self) -> pq.ParquetFile:
@@ -68,15 +69,42 @@ class ParquetSource(Source):
             return pa.schema([schema.field(c) for c in self.options.columns if c in schema.names])
         return schema
 
+    resumable = True
+
+    def fingerprint(self) -> dict[str, Any] | None:
+        try:
+            stat = self.path.stat()
+        except OSError:
+            return None  # open() reports it
+        return {"path": str(self.path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+    async def resume(self, token: dict[str, Any]) -> None:
+        self._skip_to = int(token["offset"])
+
     async def batches(self) -> AsyncIterator[Batch]:
         assert self._file is not None
+        metadata = self._file.metadata
+        groups, skipped = [], 0
+        for index in range(metadata.num_row_groups):  # whole row groups before a resume point
+            rows = metadata.row_group(index).num_rows
+            if skipped + rows <= self._skip_to:
+                skipped += rows
+            else:
+                groups.append(index)
+        self._rows_read = skipped
         iterator: Iterator[pa.RecordBatch] = self._file.iter_batches(
-            batch_size=self.options.batch_size, columns=self._columns
+            batch_size=self.options.batch_size, columns=self._columns, row_groups=groups
         )
         while True:
             record_batch = await anyio.to_thread.run_sync(next, iterator, None)
             if record_batch is None:
                 return
+            if self._rows_read < self._skip_to:  # the rest of a row group already committed
+                drop = min(self._skip_to - self._rows_read, record_batch.num_rows)
+                self._rows_read += drop
+                record_batch = record_batch.slice(drop)
+                if record_batch.num_rows == 0:
+                    continue
             start = self._rows_read
             self._rows_read += record_batch.num_rows
             yield Batch.from_arrow(

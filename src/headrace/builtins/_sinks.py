@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+from pathlib import Path
 from typing import IO, Any, ClassVar, Literal
 
 import pyarrow as pa
@@ -10,9 +13,11 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from pydantic import Field
 
+from headrace.engine import fsync_dir, publish
 from headrace.errors import ConfigValueError, SinkError
 
 from ._file_sink import FileSink, FileSinkOptions
+from ._schemas import schema_from_text, schema_to_text
 
 
 class ParquetSinkOptions(FileSinkOptions):
@@ -48,14 +53,6 @@ class ParquetSink(FileSink):
             handle, schema, compression=self.options.compression
         )
 
-    def _write_table(self, table: pa.Table) -> None:
-        self._pending.append(table)
-        self._pending_rows += table.num_rows
-        self._pending_bytes += table.nbytes
-        if (self._pending_rows >= self.options.row_group_size
-                or self._pending_bytes >= self.options.row_group_bytes):
-            self._flush()
-
     def _flush(self) -> None:
         assert self._writer is not None
         if self._pending:
@@ -69,9 +66,100 @@ class ParquetSink(FileSink):
             self._writer.close()
             self._writer = None
 
+    def _flush_writer(self) -> None:
+        self._flush()
+
     def _abort_blocking(self) -> None:
         self._pending = []  # no point writing what is about to be discarded
         super()._abort_blocking()
+
+    # -- checkpoints: committed segments, assembled into one file at the end ------------
+    # A Parquet file is only readable once its footer is written, so a checkpoint closes
+    # the current segment (part-NNNNNN.parquet in a hidden folder next to the output) and
+    # the next write starts another. Segment names follow the commit sequence, so a resumed
+    # run drops the segments after its checkpoint and rewrites them.
+    _segments = 0
+
+    @property
+    def parts(self) -> Path:
+        assert self.final is not None
+        return self.final.with_name(f".{self.final.name}.parts")
+
+    def _segment(self, index: int) -> Path:
+        return self.parts / f"part-{index:06d}.parquet"
+
+    def _target(self) -> IO[bytes]:
+        if not self.checkpointing:
+            return super()._target()
+        if self._handle is None:
+            self.parts.mkdir(exist_ok=True)
+            self._handle = open(self.parts / ".writing.tmp", "wb")  # noqa: SIM115
+        return self._handle
+
+    def _write_table(self, table: pa.Table) -> None:
+        if self._writer is None:  # a checkpoint closed the last segment
+            assert self.schema is not None
+            self._open_writer(self._target(), self.schema)
+        self._write_pending(table)
+
+    def _write_pending(self, table: pa.Table) -> None:
+        self._pending.append(table)
+        self._pending_rows += table.num_rows
+        self._pending_bytes += table.nbytes
+        if (self._pending_rows >= self.options.row_group_size
+                or self._pending_bytes >= self.options.row_group_bytes):
+            self._flush()
+
+    def _commit_segment(self) -> None:
+        if self._writer is None:
+            return
+        self._close_writer()
+        assert self._handle is not None
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+        self._handle.close()
+        self._handle = None
+        os.replace(self.parts / ".writing.tmp", self._segment(self._segments))
+        fsync_dir(self.parts)
+        self._segments += 1
+
+    def _checkpoint_blocking(self) -> dict[str, Any]:
+        self._commit_segment()
+        return {"segments": self._segments, "schema": schema_to_text(self.schema)}
+
+    def _resume_blocking(self, state: dict[str, Any]) -> None:
+        self._segments = int(state.get("segments", 0))
+        self.schema = schema_from_text(state.get("schema"))
+        if not self.parts.is_dir():
+            if self._segments:
+                raise SinkError(f"cannot resume: the committed segments in {self.parts} are "
+                                "gone", hint="run without --resume to start over")
+            return
+        for path in self.parts.iterdir():  # anything after the checkpoint is written again
+            if not (path.name.startswith("part-") and path.name < self._segment(
+                    self._segments).name):
+                path.unlink()
+
+    def _finish_blocking(self) -> None:
+        if not self.checkpointing:
+            super()._finish_blocking()
+            return
+        self._commit_segment()
+        assert self.temp is not None and self.final is not None
+        segments = [self._segment(i) for i in range(self._segments)]
+        if len(segments) == 1:
+            os.replace(segments[0], self.temp)  # the common short run: no copy
+        else:
+            schema = self.schema or pa.schema([])
+            with pq.ParquetWriter(self.temp, schema,
+                                  compression=self.options.compression) as writer:
+                for segment in segments:
+                    part = pq.ParquetFile(segment)
+                    for index in range(part.num_row_groups):
+                        writer.write_table(part.read_row_group(index))
+        publish(self.temp, self.final)
+        shutil.rmtree(self.parts, ignore_errors=True)
+        self._done = True
 
 
 class CsvSinkOptions(FileSinkOptions):
@@ -89,7 +177,8 @@ class CsvSink(FileSink):
         self._writer = pacsv.CSVWriter(
             handle, schema,
             write_options=pacsv.WriteOptions(
-                include_header=self.options.header, delimiter=self.options.delimiter
+                include_header=self.options.header and not self._continuing,
+                delimiter=self.options.delimiter,
             ),
         )
 

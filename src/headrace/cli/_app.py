@@ -108,7 +108,9 @@ def run(  # noqa: PLR0917 - Typer maps each parameter to an option
     pipeline: PipelineArg,
     set_: SetOpt = None,
     as_json: JsonOpt = False,
-    resume: Annotated[bool, typer.Option("--resume", help="Not available yet.")] = False,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue the last interrupted run of this pipeline from its checkpoint."
+    )] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and show the plan.")]
     = False,
     drain_timeout: Annotated[float | None, typer.Option(
@@ -126,11 +128,7 @@ def run(  # noqa: PLR0917 - Typer maps each parameter to an option
     from headrace.cli._progress import LineProgress, RichProgress
     from headrace.cli._render import summary_text
     from headrace.engine import run_plan
-    from headrace.errors import ConfigError
 
-    if resume:
-        raise ConfigError("--resume is not available yet: checkpoints come with the runtime "
-                          "work", hint="run without --resume")
     overrides = list(set_ or [])
     if drain_timeout is not None:
         overrides.append(f"runtime.drain_timeout={drain_timeout}")
@@ -145,16 +143,18 @@ def run(  # noqa: PLR0917 - Typer maps each parameter to an option
         else:
             interval = plan.pipeline.config.runtime.progress_interval
             observers.append(LineProgress(sys.stderr, interval))
+    _write_run_file(plan, "run.json", {"pipeline": str(pipeline.resolve()),
+                                       "overrides": list(set_ or [])})
     metrics = _start_metrics(plan, metrics_host, metrics_port)
     if metrics is not None:
         observers.append(metrics.observer)
     try:
-        result = run_plan(plan, observers)
+        result = run_plan(plan, observers, resume=resume)
     finally:
         if metrics is not None:
             metrics.close()
     summary = _redact(result.summary)
-    _write_run_summary(plan, summary)
+    _write_run_file(plan, "summary.json", summary)
     if as_json:
         typer.echo(json.dumps(summary))
     if State.verbosity >= 0 or result.status != "ok":
@@ -184,17 +184,19 @@ def _start_metrics(plan: Any, host: str | None, port: int | None) -> Any:
     return server
 
 
-def _write_run_summary(plan: Any, summary: dict[str, Any]) -> None:
+def _write_run_file(plan: Any, name: str, content: dict[str, Any]) -> None:
+    """``summary.json`` or ``run.json`` (what ``headrace resume`` needs) in the run dir."""
+    from headrace.engine import default_run_dir
+
     config = plan.pipeline.config
-    run_dir = (plan.pipeline.base_dir / config.runtime.run_dir if config.runtime.run_dir
-               else plan.pipeline.base_dir / ".headrace" / "runs" / config.name)
+    run_dir = default_run_dir(plan.pipeline.base_dir, config.name, config.runtime.run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        tmp = run_dir / ".summary.json.tmp"
-        tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        tmp.replace(run_dir / "summary.json")
+        tmp = run_dir / f".{name}.tmp"
+        tmp.write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
+        tmp.replace(run_dir / name)
     except OSError as exc:
-        print(_redact(f"headrace: warning: cannot write {run_dir / 'summary.json'}: {exc}"),
+        print(_redact(f"headrace: warning: cannot write {run_dir / name}: {exc}"),
               file=sys.stderr)
 
 
@@ -213,6 +215,29 @@ def _print_plan(plan: Any, as_json: bool) -> None:
           + " -> ".join(f"{s['id']}[{s['executor']}x{s['concurrency']}]"
                         for s in description["steps"])
           + f" -> {description['sink']}", file=sys.stderr)
+
+
+@app.command("resume")
+def resume_command(
+    run_ref: Annotated[Path, typer.Argument(
+        metavar="RUN", help="A pipeline file, or its run directory (.headrace/runs/NAME)."
+    )],
+    as_json: JsonOpt = False,
+) -> None:
+    """Continue an interrupted run: same as `headrace run PIPELINE --resume` with the same
+    --set values as the interrupted run."""
+    from headrace.errors import ConfigFileError
+
+    pipeline, overrides = run_ref, []
+    info_file = run_ref / "run.json" if run_ref.is_dir() else None
+    if info_file is not None:
+        try:
+            info = json.loads(info_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise ConfigFileError(f"{run_ref}: not a run directory (no readable run.json)",
+                                  hint="give the pipeline file instead") from None
+        pipeline, overrides = Path(info["pipeline"]), list(info.get("overrides", []))
+    run(pipeline, set_=overrides, as_json=as_json, resume=True)
 
 
 @app.command()

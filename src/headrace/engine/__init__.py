@@ -22,7 +22,8 @@ from ._events import (
     Sampled,
     StopRequested,
 )
-from ._files import discard, prepare_output, publish
+from ._files import discard, fsync_dir, prepare_output, publish
+from ._ledger import Checkpoint, Ledger, ResumeError, default_run_dir
 from ._plan import Plan, PlannedStep, build_plan, check_schemas
 from ._projection import apply_projection, needed_source_columns
 from ._runner import Runner, RunResult, dead_letter_path, run_plan
@@ -33,15 +34,18 @@ __all__ = [
     "BatchRead",
     "BatchWritten",
     "BreakerChanged",
+    "Checkpoint",
     "CheckpointCommitted",
     "DeadLetterWriter",
     "EdgeFill",
     "Event",
     "EventBus",
+    "Ledger",
     "Observer",
     "Plan",
     "PlannedStep",
     "RateLimited",
+    "ResumeError",
     "RetryScheduled",
     "RunFinished",
     "RunResult",
@@ -55,7 +59,9 @@ __all__ = [
     "build_plan",
     "check_schemas",
     "dead_letter_path",
+    "default_run_dir",
     "discard",
+    "fsync_dir",
     "needed_source_columns",
     "prepare_output",
     "publish",

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from headrace.config import redact
+from headrace.errors import SinkError
 from headrace.plugin import DeadRecord, Position
 
 from ._files import discard, prepare_output, publish
@@ -32,44 +35,83 @@ class DeadLetterWriter:
 
     Published also when the run fails or is interrupted: the records in it are accounted
     for. A run without dead letters leaves no file (and removes one a previous run left).
+    Checkpoints fsync the file and note its length; a resumed run cuts it back to that.
     """
 
-    def __init__(self, path: Path, pipeline: str) -> None:
+    def __init__(self, path: Path, pipeline: str, pipeline_hash: str = "") -> None:
         self.path = path
         self.pipeline = pipeline
+        self.pipeline_hash = pipeline_hash
         self.count = 0
         self._temp: Path | None = None
         self._handle: IO[str] | None = None
         self._lock = threading.Lock()
 
+    def _entry(self, step: str, position: Position | None, item: DeadRecord, now: str) -> str:
+        where: dict[str, Any] = {"source": position.source if position else None}
+        if item.row_id is not None:
+            where["line" if position is None or position.unit == "byte" else "row"] = item.row_id
+        if position is not None:
+            where.update({"start": position.start, "end": position.end, "unit": position.unit})
+        entry = {
+            "record": _encode_record(item.record),
+            "step": step,
+            "error": item.error,
+            "message": redact(item.message),
+            "attempts": item.attempts,
+            "first_attempt": item.first_at or now,
+            "last_attempt": item.last_at or now,
+            "position": where,
+            "pipeline": self.pipeline,
+            "pipeline_hash": self.pipeline_hash,
+        }
+        return json.dumps(entry, default=str, ensure_ascii=False) + "\n"
+
+    def _open(self) -> IO[str]:
+        if self._handle is None:
+            self._temp = prepare_output(self.path)
+            self._handle = open(self._temp, "w", encoding="utf-8")  # noqa: SIM115
+        return self._handle
+
     def write(self, step: str, position: Position | None, dead: list[DeadRecord]) -> None:
         """Blocking: call from a worker thread."""
         now = datetime.now(UTC).isoformat(timespec="milliseconds")
-        lines = []
-        for item in dead:
-            where: dict[str, Any] = {"source": position.source if position else None}
-            if item.row_id is not None:
-                where["line" if position is None or position.unit == "byte" else "row"] = (
-                    item.row_id
-                )
-            elif position is not None:
-                where.update({"start": position.start, "end": position.end, "unit": position.unit})
-            entry = {
-                "record": _encode_record(item.record),
-                "step": step,
-                "error": item.error,
-                "message": item.message,
-                "position": where,
-                "pipeline": self.pipeline,
-                "time": now,
-            }
-            lines.append(json.dumps(entry, default=str, ensure_ascii=False) + "\n")
+        lines = [self._entry(step, position, item, now) for item in dead]
+        with self._lock:
+            self._open().writelines(lines)
+            self.count += len(dead)
+
+    def checkpoint(self) -> dict[str, Any]:
+        """Blocking: make what was written durable; the state ``resume`` takes."""
         with self._lock:
             if self._handle is None:
-                self._temp = prepare_output(self.path)
-                self._handle = open(self._temp, "w", encoding="utf-8")  # noqa: SIM115
-            self._handle.writelines(lines)
-            self.count += len(dead)
+                return {"bytes": 0, "count": self.count}
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+            return {"bytes": self._handle.tell(), "count": self.count}
+
+    def resume(self, state: dict[str, Any]) -> None:
+        """Blocking: continue the file a checkpoint described, dropping anything after it."""
+        length = int(state.get("bytes", 0))
+        if not length:
+            return
+        self._temp = prepare_output(self.path)
+        try:
+            handle = open(self._temp, "r+", encoding="utf-8")  # noqa: SIM115
+        except FileNotFoundError:
+            raise SinkError(f"cannot resume: the partial dead-letter file {self._temp} is gone",
+                            hint="run without --resume to start over") from None
+        handle.truncate(length)
+        handle.seek(length)
+        self._handle = handle
+        self.count = int(state.get("count", 0))
+
+    def close(self) -> None:
+        """Blocking: close without publishing (an interrupted, resumable run)."""
+        with self._lock:
+            if self._handle is not None:
+                self._handle.close()
+                self._handle = None
 
     def finish(self) -> None:
         with self._lock:

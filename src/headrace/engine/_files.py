@@ -10,7 +10,18 @@ from headrace.errors import SinkError
 
 
 def temp_path_for(final: Path) -> Path:
-    return final.with_name(f".{final.name}.{os.getpid()}.tmp")
+    # A stable name (no pid): a resumed run continues the file an interrupted run left. Two
+    # runs of one pipeline at once are refused by the run directory's lock.
+    return final.with_name(f".{final.name}.partial")
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make renames and new names in ``folder`` durable."""
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def prepare_output(final: Path) -> Path:
@@ -32,11 +43,7 @@ def publish(temp: Path, final: Path) -> None:
         with open(temp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(temp, final)
-        dir_fd = os.open(final.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_dir(final.parent)
     except OSError as exc:
         discard(temp)
         raise SinkError(f"cannot write {final}: {exc.strerror or exc}") from exc

@@ -19,6 +19,7 @@ from typing import Any
 import anyio
 import pyarrow as pa
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from anyio.streams.memory import MemoryObjectSendStream
 
 from headrace.errors import HeadraceError, SinkError, SourceError
 from headrace.plugin import Batch, DeadRecord, Position
@@ -27,18 +28,23 @@ from ._deadletter import DeadLetterWriter
 from ._events import (
     BatchRead,
     BatchWritten,
+    CheckpointCommitted,
+    EdgeFill,
     Event,
     EventBus,
     RunFinished,
     RunStarted,
+    Sampled,
     StopRequested,
 )
+from ._ledger import Checkpoint, Ledger, default_run_dir, pipeline_hash
 from ._plan import Plan
 from ._projection import apply_projection
 from ._stage import StepStage
 from ._stats import RunStats, StepStats
 
 logger = logging.getLogger("headrace.engine")
+SAMPLE_INTERVAL = 0.5  # seconds between gauge snapshots (channel fill, calls in flight)
 
 
 @dataclass
@@ -58,7 +64,7 @@ class StopControl:
 class RunResult:
     summary: dict[str, Any]
     error: HeadraceError | None
-    interrupted_by: str | None
+    interrupted_by: str | None  # SIGINT/SIGTERM; a max_failures stop is a failure instead
 
     @property
     def status(self) -> str:
@@ -91,20 +97,56 @@ def _first_error(exc: BaseException) -> BaseException:
 
 
 class Runner:
-    def __init__(self, plan: Plan, observers: list[Callable[[Event], None]] | None = None) -> None:
+    def __init__(self, plan: Plan, observers: list[Callable[[Event], None]] | None = None,
+                 resume: bool = False) -> None:
         self.plan = plan
         self.bus = EventBus(observers)
         self.stats = RunStats(steps=[StepStats(id=p.id) for p in plan.steps])
         self.stop = StopControl()
-        self.dead_letters = DeadLetterWriter(dead_letter_path(plan), plan.name)
+        config = plan.pipeline.config
+        # What decides the output: not ``runtime`` (drain timeout, channel sizes, policies'
+        # defaults), which a resumed run may change.
+        self.pipeline_hash = pipeline_hash(
+            config.model_dump_json(exclude={"runtime", "description"})
+        )
+        self.dead_letters = DeadLetterWriter(dead_letter_path(plan), plan.name, self.pipeline_hash)
         self._source_id = plan.source.context.plugin_id
         for planned in plan.steps:
             planned.policy.emit = self.bus.emit
+        self.resume = resume
+        self.fingerprint = plan.source.fingerprint() if plan.source.resumable else None
+        self.checkpointing = (config.runtime.checkpoint and self.fingerprint is not None
+                              and plan.sink.resumable)
+        plan.sink.checkpointing = self.checkpointing
+        self.ledger = Ledger(default_run_dir(plan.pipeline.base_dir, config.name,
+                                             config.runtime.run_dir))
+        self._resumed_records = 0  # committed by the runs this one continues
+        self._last_position: Position | None = None  # of the last batch the sink took
+        self._committed_records = 0
+        self._last_checkpoint = 0.0
+        self._gauges: list[tuple[str, MemoryObjectSendStream[Batch]]] = []
+        self._stages: list[StepStage] = []
+        self.stopped_for_failures = False
+        self.published = False
 
     async def _write_dead(
         self, step: str, position: Position | None, dead: list[DeadRecord]
     ) -> None:
         await anyio.to_thread.run_sync(self.dead_letters.write, step, position, dead)
+
+    def _check_failure_budget(self) -> None:
+        """Stop reading once dead letters pass ``max_failures`` (a share: after 1,000 in)."""
+        runtime = self.plan.pipeline.config.runtime
+        if self.stop.reason is not None:
+            return
+        if isinstance(runtime.max_failures, str) and self.stats.records_in < 1000:
+            return
+        if self.stats.records_dead > runtime.failure_budget(self.stats.records_in):
+            self.stopped_for_failures = True
+            self.stop.request("max_failures")
+            self.bus.emit(StopRequested(
+                f"more than max_failures ({runtime.max_failures}) records dead-lettered: "
+                "stopping"))
 
     async def _run_source(self, outbox: ObjectSendStream[Batch]) -> None:
         source = self.plan.source
@@ -113,10 +155,11 @@ class Runner:
             try:
                 async for batch in iterator:
                     rejects = batch.rejects
-                    self.stats.records_in += batch.num_rows + len(rejects)
+                    batch.source_records = batch.num_rows + len(rejects)
+                    self.stats.records_in += batch.source_records
                     if rejects:
                         self.stats.source_dead += len(rejects)
-                        await self._write_dead(self._source_id, batch.position, rejects)
+                        batch.dead = [(self._source_id, r) for r in rejects]
                         batch.rejects = []
                     self.bus.emit(BatchRead(batch.num_rows, len(rejects), source.progress()))
                     await outbox.send(batch)
@@ -131,8 +174,12 @@ class Runner:
                     await iterator.aclose()  # type: ignore[attr-defined]
 
     async def _run_sink(self, inbox: ObjectReceiveStream[Batch]) -> None:
+        interval = self.plan.pipeline.config.runtime.checkpoint_interval
         async with inbox:
             async for batch in inbox:
+                if batch.dead:  # in source order, just before the batch's records are written
+                    await self._write_dead_letters(batch)
+                started = time.perf_counter()
                 try:
                     await self.plan.sink.write(batch)
                 except HeadraceError:
@@ -141,26 +188,100 @@ class Runner:
                     reason = getattr(exc, "strerror", None) or exc
                     raise SinkError(f"sink '{self.plan.sink.describe()}': {reason}") from exc
                 self.stats.records_out += batch.num_rows
-                self.bus.emit(BatchWritten(batch.num_rows))
+                self._committed_records += batch.source_records
+                self._last_position = batch.position or self._last_position
+                self.bus.emit(BatchWritten(batch.num_rows, time.perf_counter() - started))
+                self._check_failure_budget()
+                if self.checkpointing and time.monotonic() - self._last_checkpoint >= interval:
+                    await self._checkpoint()
+
+    async def _write_dead_letters(self, batch: Batch) -> None:
+        by_step: dict[str, list[DeadRecord]] = {}
+        for step, record in batch.dead:
+            by_step.setdefault(step, []).append(record)
+        for step, records in by_step.items():
+            await self._write_dead(step, batch.position, records)
+
+    async def _checkpoint(self) -> None:
+        """Sink and dead letters durable first, then the ledger: it never runs ahead."""
+        self._last_checkpoint = time.monotonic()
+        if self._last_position is None:
+            return
+        sink_state = await self.plan.sink.checkpoint()
+        dead_state = await anyio.to_thread.run_sync(self.dead_letters.checkpoint)
+        records = self._resumed_records + self._committed_records
+        checkpoint = Checkpoint(
+            source=self.plan.source.resume_token(self._last_position),
+            sink=sink_state, dead_letters=dead_state, records=records, counters={},
+        )
+        await anyio.to_thread.run_sync(self.ledger.commit, checkpoint)
+        self.bus.emit(CheckpointCommitted(self._last_position.end, records))
+
+    async def _sample(self) -> None:
+        """Gauges for observers: batches waiting per edge, calls in flight per step."""
+        while True:
+            edges = tuple(
+                EdgeFill(name, stream.statistics().current_buffer_used,
+                         int(stream.statistics().max_buffer_size))
+                for name, stream in self._gauges
+            )
+            in_flight = tuple((stage.stats.id, stage.in_flight) for stage in self._stages)
+            self.bus.emit(Sampled(edges, in_flight))
+            await anyio.sleep(SAMPLE_INTERVAL)
+
+    async def _begin(self) -> None:
+        """Open the ledger; on resume, put the sink, dead letters and source back."""
+        if not self.checkpointing:
+            if self.resume:
+                from headrace.errors import ConfigError
+
+                why = ("runtime.checkpoint is off" if not self.plan.pipeline.config.runtime
+                       .checkpoint else "this source or sink cannot resume (stdin/stdout?)")
+                raise ConfigError(f"cannot resume: {why}")
+            return
+        await anyio.to_thread.run_sync(self.ledger.open)
+        checkpoint = await anyio.to_thread.run_sync(
+            self.ledger.begin, self.pipeline_hash, self.fingerprint, self.resume
+        )
+        state = checkpoint or Checkpoint({}, {}, {}, 0, {})
+        await self.plan.sink.resume(state.sink)
+        await anyio.to_thread.run_sync(self.dead_letters.resume, state.dead_letters)
+        if checkpoint is not None:
+            self._resumed_records = checkpoint.records
+            await self.plan.source.resume(checkpoint.source)
+            logger.info("resuming after record %d", checkpoint.records)
 
     async def _flow(self) -> None:
         """Open the sink, then the source; wire channels; run every stage in one task group."""
         size = self.plan.pipeline.config.runtime.channel_size
-        stages = [
-            StepStage(p, s, self.bus, self._write_dead)
+        self._stages = stages = [
+            StepStage(p, s, self.bus)
             for p, s in zip(self.plan.steps, self.stats.steps, strict=True)
         ]
         async with self.plan.sink, self.plan.source:
+            await self._begin()
+            self._last_checkpoint = time.monotonic()
+            names = [self._source_id, *(s.stats.id for s in stages), "sink"]
             send, receive = anyio.create_memory_object_stream[Batch](size)
+            self._gauges = [(f"{names[0]}->{names[1]}", send)]
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._run_source, send)
-                for stage in stages:
+                for index, stage in enumerate(stages):
                     next_send, next_receive = anyio.create_memory_object_stream[Batch](size)
+                    self._gauges.append((f"{names[index + 1]}->{names[index + 2]}", next_send))
                     tg.start_soon(stage.run, receive, next_send)
                     receive = next_receive
                 tg.start_soon(self._run_sink, receive)
             with anyio.CancelScope(shield=True):
-                await self.plan.sink.finish()
+                if self.checkpointing:
+                    await self._checkpoint()  # drained: everything read is committed
+                # An interrupted resumable run keeps its partial output for --resume; else
+                # what was drained is published (a max_failures stop included: its dead
+                # letters are what the user needs to see).
+                if (self.stop.reason is None or self.stopped_for_failures
+                        or not self.checkpointing):
+                    await self.plan.sink.finish()
+                    self.published = True
 
     async def _watch_signals(self, flow_scope: anyio.CancelScope) -> None:
         drain_timeout = self.plan.pipeline.config.runtime.drain_timeout
@@ -189,6 +310,7 @@ class Runner:
                 flow_scope = anyio.CancelScope()
                 if handle_signals:
                     outer.start_soon(self._watch_signals, flow_scope)
+                outer.start_soon(self._sample)
                 with flow_scope:
                     await self._flow()
                 cancelled_by_signal = flow_scope.cancel_called
@@ -205,51 +327,81 @@ class Runner:
                 raise
         finally:
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self.dead_letters.finish)
+                await self._close_outputs(error, cancelled_by_signal)
         if cancelled_by_signal:
             with anyio.CancelScope(shield=True):
                 await self.plan.sink.abort()
-        duration = time.perf_counter() - started
+        return self._result(error, cancelled_by_signal, time.perf_counter() - started)
+
+    async def _close_outputs(self, error: HeadraceError | None, cancelled: bool) -> None:
+        """Dead letters: published with the output, or kept for ``--resume`` when a
+        resumable run stopped early. The ledger records how the run ended, and unlocks."""
+        if self.published or not self.checkpointing:
+            await anyio.to_thread.run_sync(self.dead_letters.finish)
+        else:
+            await anyio.to_thread.run_sync(self.dead_letters.close)
+        if self.ledger.opened:
+            if self.published:
+                status = "stopped" if self.stopped_for_failures else "completed"
+            else:
+                status = "failed" if error is not None else "interrupted"
+            await anyio.to_thread.run_sync(self.ledger.end, status)
+            await anyio.to_thread.run_sync(self.ledger.close)
+
+    @property
+    def ledger_resumable(self) -> bool:
+        return self.checkpointing and not self.published
+
+    def _result(self, error: HeadraceError | None, cancelled: bool, duration: float
+                ) -> RunResult:
         config = self.plan.pipeline.config
         loop_module = type(asyncio.get_running_loop()).__module__
         extra: dict[str, Any] = {
             "pipeline": config.name,
             "loop": "uvloop" if loop_module.startswith("uvloop") else "asyncio",
         }
-        if self.stop.reason is not None:
+        budget = config.runtime.failure_budget(self.stats.records_in)
+        over_budget = self.stopped_for_failures or self.stats.records_dead > budget
+        if error is not None:
+            status = "failed"
+        elif self.stop.reason is not None and not self.stopped_for_failures:
             status = "interrupted"
             extra["interrupted_by"] = self.stop.reason
-            if cancelled_by_signal:
-                extra["output_discarded"] = True
-        elif error is not None:
-            status = "failed"
+            if cancelled:
+                extra["output_discarded"] = not self.checkpointing
         else:
-            budget = config.runtime.failure_budget(self.stats.records_in)
-            status = "failed" if self.stats.records_dead > budget else "ok"
-            if status == "failed":
-                extra["reason"] = (
-                    f"{self.stats.records_dead} records dead-lettered "
-                    f"(max_failures: {config.runtime.max_failures})"
-                )
+            status = "failed" if over_budget else "ok"
+        if status == "failed" and over_budget and error is None:
+            extra["reason"] = (f"{self.stats.records_dead} records dead-lettered "
+                               f"(max_failures: {config.runtime.max_failures})")
         if error is not None:
             extra["error"] = error.one_line()
         if self.dead_letters.count:
             extra["dead_letter"] = str(self.dead_letters.path)
+        if self.checkpointing:
+            extra["checkpoint"] = {
+                "records": self._resumed_records + self._committed_records,
+                "resumed_after": self._resumed_records if self.resume else None,
+                "resumable": self.ledger_resumable,
+                "run_dir": str(self.ledger.run_dir),
+            }
         summary = self.stats.summary(status, duration, **extra)
         self.bus.emit(RunFinished(summary))
-        return RunResult(summary=summary, error=error, interrupted_by=self.stop.reason)
+        interrupted = None if self.stopped_for_failures else self.stop.reason
+        return RunResult(summary=summary, error=error, interrupted_by=interrupted)
 
 
 def run_plan(
     plan: Plan,
     observers: list[Callable[[Event], None]] | None = None,
     handle_signals: bool = True,
+    resume: bool = False,
 ) -> RunResult:
     """Run ``plan`` on a new event loop (uvloop when configured and installed)."""
     projected = apply_projection(plan)
     if projected is not None:
         logger.info("reading only the columns the pipeline uses: %s", ", ".join(projected))
-    runner = Runner(plan, observers)
+    runner = Runner(plan, observers, resume=resume)
     loop = plan.pipeline.config.runtime.loop
     use_uvloop = False
     if loop in ("uvloop", "auto"):

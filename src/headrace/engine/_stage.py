@@ -4,22 +4,19 @@ time on its executor, and sends results on in input order."""
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from headrace.errors import HeadraceError, StepError
-from headrace.plugin import Batch, DeadRecord, Position, RetriesExhausted, StepOutput
+from headrace.plugin import Batch, DeadRecord, RetriesExhausted, StepOutput
 
 from ._events import BatchProcessed, EventBus
 from ._isolate import process_isolating
 from ._plan import PlannedStep
 from ._process import ProcessRunner
 from ._stats import StepStats
-
-DeadLetterFn = Callable[[str, Position | None, list[DeadRecord]], Awaitable[None]]
 
 
 class _Slot:
@@ -33,14 +30,11 @@ class _Slot:
 
 
 class StepStage:
-    def __init__(
-        self, planned: PlannedStep, stats: StepStats, bus: EventBus, dead_letter: DeadLetterFn
-    ) -> None:
+    def __init__(self, planned: PlannedStep, stats: StepStats, bus: EventBus) -> None:
         self.planned = planned
         self.step = planned.step
         self.stats = stats
         self.bus = bus
-        self.dead_letter = dead_letter
         self.concurrency = planned.spec.concurrency
         self.policy = planned.policy
         # The engine wraps whole-batch calls in the step's policies, unless the step applies
@@ -102,8 +96,12 @@ class StepStage:
             )
         if dead and policy == "skip":
             filtered, dead = filtered + len(dead), []
+        result = output.batch
+        if result is not batch:  # dead letters and the source count travel with the batch
+            result.dead = batch.dead
+            result.source_records = batch.source_records
         if dead:
-            await self.dead_letter(self.stats.id, batch.position, dead)
+            result.dead = [*result.dead, *((self.stats.id, d) for d in dead)]
         stats = self.stats
         stats.records_in += batch.num_rows
         stats.records_out += output.batch.num_rows
@@ -111,10 +109,10 @@ class StepStage:
         stats.dead += len(dead)
         stats.latencies.append(seconds)
         self.bus.emit(
-            BatchProcessed(stats.id, batch.num_rows, output.batch.num_rows, filtered,
+            BatchProcessed(stats.id, batch.num_rows, result.num_rows, filtered,
                            len(dead), seconds)
         )
-        return output.batch
+        return result
 
     async def run(
         self, inbox: ObjectReceiveStream[Batch], outbox: ObjectSendStream[Batch]

@@ -25,6 +25,7 @@ class Position:
     start: int
     end: int
     unit: str = "byte"
+    next_row: int | None = None  # the row id the record after this batch will have
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,11 @@ class Batch:
     row_ids: np.ndarray | None = None
     position: Position | None = None
     rejects: list[DeadRecord] = field(default_factory=list)
+    #: Records of this batch that failed on the way, by step id: they travel with the batch
+    #: so the dead-letter output is written in source order, alongside the sink's commits.
+    dead: list[tuple[str, DeadRecord]] = field(default_factory=list)
+    #: How many source records this batch started as (kept through steps, for checkpoints).
+    source_records: int = 0
 
     @classmethod
     def from_arrow(

@@ -16,7 +16,7 @@ import anyio
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
-from ._batch import Batch, DeadRecord
+from ._batch import Batch, DeadRecord, Position
 from ._context import PluginContext
 
 Executor = Literal["async", "thread", "process"]
@@ -70,6 +70,20 @@ class Source(Plugin):
     """Produces batches; each carries its source position and records it could not decode."""
 
     kind = "source"
+    #: Whether ``resume`` can start reading after a committed batch.
+    resumable: ClassVar[bool] = False
+
+    def fingerprint(self) -> dict[str, Any] | None:
+        """What identifies the input (path, size, mtime): a resume refuses a changed input."""
+        return None
+
+    def resume_token(self, position: Position) -> dict[str, Any]:
+        """What ``resume`` needs to continue right after the batch at ``position``."""
+        return {"offset": position.end, "row": position.next_row}
+
+    async def resume(self, token: dict[str, Any]) -> None:
+        """Called after ``open``, before ``batches``: skip what a previous run committed."""
+        raise NotImplementedError(f"{type(self).__name__} cannot resume")
 
     @abstractmethod
     def batches(self) -> AsyncIterator[Batch]:
@@ -161,9 +175,24 @@ class Step(Plugin):
 
 
 class Sink(Plugin):
-    """Writes batches; output appears under its final name only when ``finish`` succeeds."""
+    """Writes batches; output appears under its final name only when ``finish`` succeeds.
+
+    A resumable sink commits durably in ``checkpoint`` and returns the state ``resume`` needs
+    to restore exactly that output in a later run (dropping anything written after it).
+    """
 
     kind = "sink"
+    resumable: bool = False
+    #: Set by the engine before ``open`` when the run keeps checkpoints.
+    checkpointing: bool = False
+
+    async def checkpoint(self) -> dict[str, Any]:
+        """Make everything written so far durable; return the state to resume from."""
+        raise NotImplementedError(f"{type(self).__name__} cannot checkpoint")
+
+    async def resume(self, state: dict[str, Any]) -> None:
+        """Called after ``open``, before any ``write``: continue from a checkpoint's state."""
+        raise NotImplementedError(f"{type(self).__name__} cannot resume")
 
     @abstractmethod
     async def write(self, batch: Batch) -> None:
