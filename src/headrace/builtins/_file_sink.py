@@ -70,6 +70,7 @@ class FileSink(Sink):
         self._handle: IO[bytes] | None = None
         self._done = False
         self._continuing = False  # resumed: the header (if any) is already in the file
+        self._empty_schema = pa.schema([])  # of the last empty batch: for an empty output
 
     @property
     def resumable(self) -> bool:  # type: ignore[override]
@@ -97,7 +98,8 @@ class FileSink(Sink):
     def _write_blocking(self, batch: Batch) -> None:
         table = batch.to_arrow()
         if self.schema is None:
-            if table.num_rows == 0 and table.num_columns == 0:
+            if table.num_rows == 0:  # its columns may be a step's input's: wait for records
+                self._empty_schema = table.schema
                 return
             self.schema = table.schema
             self._open_writer(self._target(), self.schema)
@@ -112,7 +114,7 @@ class FileSink(Sink):
 
     def _finish_blocking(self) -> None:
         if self.schema is None:
-            self.schema = pa.schema([])
+            self.schema = self._empty_schema
             self._open_writer(self._target(), self.schema)
         self._close_writer()
         if self._handle is not None and not self.to_stdout:

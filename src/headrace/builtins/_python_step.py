@@ -127,6 +127,8 @@ class PythonStep(Step):
         for start in range(0, batch.num_rows, RECORD_CHUNK):
             part = batch.slice(start, min(start + RECORD_CHUNK, batch.num_rows))
             outputs.append(self._collect(part, self._per_record(part.to_rows())))
+        if not outputs:  # an empty batch (everything before was filtered or dead)
+            return StepOutput(batch)
         if len(outputs) == 1:
             return outputs[0]
         return StepOutput(

@@ -350,6 +350,47 @@ def dlq_show(
             typer.echo(f"             at {at}: {message}")
 
 
+@dlq_app.command("replay")
+def dlq_replay(
+    path: Annotated[Path, typer.Argument(help="A dead-letter JSONL file.")],
+    pipeline: Annotated[Path, typer.Option("--pipeline", "-p", help="The pipeline file.")],
+    step: Annotated[str | None, typer.Option(help="Only the records that failed here.")]
+    = None,
+    set_: SetOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-run dead-lettered records from the step where they failed, with the pipeline's
+    current config. Output goes to the sink path with `.replay` before its extension (and
+    dead letters again to `<file>.replay.jsonl`) unless --set sink.path=... says otherwise."""
+    from headrace.cli._render import summary_text
+    from headrace.engine import replay_plan, run_plan
+    from headrace.errors import ConfigFileError
+
+    if not path.is_file():
+        raise ConfigFileError(f"{path}: no such dead-letter file")
+    overrides = list(set_ or [])
+    plan, _ = _load(pipeline, overrides)
+    sink_path = getattr(plan.sink.options, "path", None)
+    if sink_path and sink_path != "-" and not any(o.startswith("sink.path=") for o in overrides):
+        final = plan.sink.context.resolve_path(sink_path)
+        overrides.append(f"sink.path={final.with_name(final.stem + '.replay' + final.suffix)}")
+    if not any(o.startswith("dead_letter.path=") for o in overrides):
+        overrides.append(f"dead_letter.path={path.resolve().with_suffix('.replay.jsonl')}")
+    plan, _ = _load(pipeline, overrides)
+    replay = replay_plan(plan, path, step)
+    for reason, count in replay.skipped.items():
+        print(f"headrace: {count:,} dead letters not replayed: {reason}", file=sys.stderr)
+    result = run_plan(replay.plan, [])
+    summary = _redact({**result.summary, "replayed": replay.replayable,
+                       "not_replayed": replay.skipped})
+    if as_json:
+        typer.echo(json.dumps(summary))
+    print(summary_text(summary), file=sys.stderr)
+    if result.error is not None:
+        raise typer.Exit(result.error.exit_code)
+    raise typer.Exit(0 if result.status == "ok" else 1)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: one line per error, a traceback only with --debug."""
     try:

@@ -26,6 +26,7 @@ from ._files import discard, fsync_dir, prepare_output, publish
 from ._ledger import Checkpoint, Ledger, ResumeError, default_run_dir
 from ._plan import Plan, PlannedStep, build_plan, check_schemas
 from ._projection import apply_projection, needed_source_columns
+from ._replay import ReplayPlan, replay_plan
 from ._runner import Runner, RunResult, dead_letter_path, run_plan
 from ._stats import RunStats, StepStats
 
@@ -45,6 +46,7 @@ __all__ = [
     "Plan",
     "PlannedStep",
     "RateLimited",
+    "ReplayPlan",
     "ResumeError",
     "RetryScheduled",
     "RunFinished",
@@ -65,6 +67,7 @@ __all__ = [
     "needed_source_columns",
     "prepare_output",
     "publish",
+    "replay_plan",
     "run_plan",
     "summarize_dead_letters",
 ]

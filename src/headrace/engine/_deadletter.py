@@ -50,7 +50,8 @@ class DeadLetterWriter:
     def _entry(self, step: str, position: Position | None, item: DeadRecord, now: str) -> str:
         where: dict[str, Any] = {"source": position.source if position else None}
         if item.row_id is not None:
-            where["line" if position is None or position.unit == "byte" else "row"] = item.row_id
+            where["line" if position is None or position.unit in ("byte", "line") else "row"] = (
+                item.row_id)
         if position is not None:
             where.update({"start": position.start, "end": position.end, "unit": position.unit})
         entry = {

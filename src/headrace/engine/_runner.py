@@ -255,8 +255,8 @@ class Runner:
         """Open the sink, then the source; wire channels; run every stage in one task group."""
         size = self.plan.pipeline.config.runtime.channel_size
         self._stages = stages = [
-            StepStage(p, s, self.bus)
-            for p, s in zip(self.plan.steps, self.stats.steps, strict=True)
+            StepStage(p, s, self.bus, index)
+            for index, (p, s) in enumerate(zip(self.plan.steps, self.stats.steps, strict=True))
         ]
         async with self.plan.sink, self.plan.source:
             await self._begin()

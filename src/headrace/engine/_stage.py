@@ -30,7 +30,9 @@ class _Slot:
 
 
 class StepStage:
-    def __init__(self, planned: PlannedStep, stats: StepStats, bus: EventBus) -> None:
+    def __init__(self, planned: PlannedStep, stats: StepStats, bus: EventBus,
+                 index: int = 0) -> None:
+        self.index = index
         self.planned = planned
         self.step = planned.step
         self.stats = stats
@@ -65,6 +67,10 @@ class StepStage:
         return await self.policy.call(lambda: self._call(batch), slots=self._slots)
 
     async def handle(self, batch: Batch) -> Batch:
+        if batch.enter_at > self.index or batch.num_rows == 0:
+            # Replayed records that failed further down, or nothing left to process (an
+            # empty batch may carry its input's columns: a SQL step must not bind to them).
+            return batch
         started = time.perf_counter()
         self.in_flight += 1
         try:

@@ -59,6 +59,9 @@ class Batch:
     dead: list[tuple[str, DeadRecord]] = field(default_factory=list)
     #: How many source records this batch started as (kept through steps, for checkpoints).
     source_records: int = 0
+    #: Index of the first step that processes this batch; the ones before pass it on as it
+    #: is (a dead-letter replay re-enters records at the step where they failed).
+    enter_at: int = 0
 
     @classmethod
     def from_arrow(
