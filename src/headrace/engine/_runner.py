@@ -282,6 +282,8 @@ class Runner:
                         or not self.checkpointing):
                     await self.plan.sink.finish()
                     self.published = True
+                else:
+                    await self.plan.sink.abort()  # closes; the checkpointed part stays
 
     async def _watch_signals(self, flow_scope: anyio.CancelScope) -> None:
         drain_timeout = self.plan.pipeline.config.runtime.drain_timeout
