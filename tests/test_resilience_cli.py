@@ -125,9 +125,7 @@ def test_retry_signal_delays_and_retries(write) -> None:
 @pytest.mark.parametrize("executor", [
     "thread",
     "async",
-    pytest.param("process", marks=pytest.mark.xfail(
-        strict=True, reason="known gap: the worker process builds the step without its "
-        "policy (engine/_process.py _worker_step), so per-record retries do not happen")),
+    "process",
 ])
 def test_sync_function_retried_in_its_thread(write, executor: str) -> None:
     """A sync function failing once per record with ConnectionError is retried in place:

@@ -74,7 +74,8 @@ class RuntimeConfig(_Strict):
         default=True, description="Record progress so `headrace run --resume` can continue."
     )
     checkpoint_interval: Duration = Field(
-        default=2.0, gt=0, le=3600, description="Seconds between checkpoints."
+        default=10.0, gt=0, le=3600,
+        description="Seconds between checkpoints (each one closes a Parquet segment)."
     )
     timeout: Duration | None = Field(default=None, gt=0, le=86400,
                                      description="Default `timeout` of every step.")
