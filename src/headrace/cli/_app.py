@@ -158,7 +158,7 @@ def run(  # noqa: PLR0917 - Typer maps each parameter to an option
     if as_json:
         typer.echo(json.dumps(summary))
     if State.verbosity >= 0 or result.status != "ok":
-        print(summary_text(summary), file=sys.stderr)
+        print(summary_text(summary, str(pipeline)), file=sys.stderr)
     if result.error is not None:
         if State.debug:
             _print_traceback(result.error)

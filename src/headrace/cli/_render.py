@@ -6,7 +6,7 @@ import shlex
 from typing import Any
 
 
-def summary_text(summary: dict[str, Any]) -> str:
+def summary_text(summary: dict[str, Any], pipeline: str | None = None) -> str:
     status = summary["status"]
     lines = [
         f"{status}: {summary['records_in']:,} in, {summary['records_out']:,} out, "
@@ -38,8 +38,8 @@ def summary_text(summary: dict[str, Any]) -> str:
     if summary.get("output_discarded"):
         lines.append("  output discarded: the run was stopped before it could drain")
     if checkpoint.get("resumable"):
-        hint = "headrace run PIPELINE --resume"
-        if checkpoint.get("run_dir"):
+        hint = f"headrace run {shlex.quote(pipeline) if pipeline else 'PIPELINE'} --resume"
+        if checkpoint.get("run_dir") and not pipeline:
             hint += f"  (or: headrace resume {shlex.quote(str(checkpoint['run_dir']))})"
         lines.append(f"  resume with: {hint}")
     return "\n".join(lines)
