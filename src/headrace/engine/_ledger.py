@@ -50,7 +50,6 @@ class Checkpoint:
     sink: dict[str, Any]
     dead_letters: dict[str, Any]
     records: int  # source records committed, over this run and those it resumed
-    counters: dict[str, Any]
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, sort_keys=True)

@@ -196,11 +196,18 @@ class Runner:
                     await self._checkpoint()
 
     async def _write_dead_letters(self, batch: Batch) -> None:
-        by_step: dict[str, list[DeadRecord]] = {}
-        for step, record in batch.dead:
-            by_step.setdefault(step, []).append(record)
-        for step, records in by_step.items():
-            await self._write_dead(step, batch.position, records)
+        """In line order, whatever step each failed in: the file is then the same whichever
+        way the input was cut into batches (an interrupted and resumed run included)."""
+        ordered = sorted(batch.dead, key=lambda item: -1 if item[1].row_id is None
+                         else item[1].row_id)
+        start = 0
+        while start < len(ordered):
+            step = ordered[start][0]
+            stop = start + 1
+            while stop < len(ordered) and ordered[stop][0] == step:
+                stop += 1
+            await self._write_dead(step, batch.position, [r for _, r in ordered[start:stop]])
+            start = stop
 
     async def _checkpoint(self) -> None:
         """Sink and dead letters durable first, then the ledger: it never runs ahead."""
@@ -212,7 +219,7 @@ class Runner:
         records = self._resumed_records + self._committed_records
         checkpoint = Checkpoint(
             source=self.plan.source.resume_token(self._last_position),
-            sink=sink_state, dead_letters=dead_state, records=records, counters={},
+            sink=sink_state, dead_letters=dead_state, records=records,
         )
         await anyio.to_thread.run_sync(self.ledger.commit, checkpoint)
         self.bus.emit(CheckpointCommitted(self._last_position.end, records))
@@ -243,7 +250,7 @@ class Runner:
         checkpoint = await anyio.to_thread.run_sync(
             self.ledger.begin, self.pipeline_hash, self.fingerprint, self.resume
         )
-        state = checkpoint or Checkpoint({}, {}, {}, 0, {})
+        state = checkpoint or Checkpoint({}, {}, {}, 0)
         await self.plan.sink.resume(state.sink)
         await anyio.to_thread.run_sync(self.dead_letters.resume, state.dead_letters)
         if checkpoint is not None:
