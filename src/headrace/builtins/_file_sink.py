@@ -127,6 +127,8 @@ class FileSink(Sink):
         self._done = True
 
     async def finish(self) -> None:
+        if self._done:
+            return
         try:
             await anyio.to_thread.run_sync(self._finish_blocking)
         except OSError as exc:
@@ -161,7 +163,10 @@ class FileSink(Sink):
             raise SinkError(f"cannot write {self.describe()}: {exc.strerror or exc}") from exc
 
     def _resume_blocking(self, state: dict[str, Any]) -> None:
-        assert self.temp is not None
+        assert self.temp is not None and self.final is not None
+        if state.get("publishing") and not self.temp.exists() and self.final.exists():
+            self._done = True  # the killed run had published it already
+            return
         length = int(state.get("bytes", 0))
         self.schema = schema_from_text(state.get("schema"))
         if self.schema is None:

@@ -130,6 +130,16 @@ class ParquetSink(FileSink):
     def _resume_blocking(self, state: dict[str, Any]) -> None:
         self._segments = int(state.get("segments", 0))
         self.schema = schema_from_text(state.get("schema"))
+        assert self.temp is not None and self.final is not None
+        if state.get("publishing") and not all(
+                self._segment(i).exists() for i in range(self._segments)):
+            # The killed run's finish had taken the segments (one renamed to the temporary
+            # file, or several assembled and published): what is left is the last steps.
+            if self.temp.exists():
+                publish(self.temp, self.final)
+            shutil.rmtree(self.parts, ignore_errors=True)
+            self._done = True
+            return
         if not self.parts.is_dir():
             if self._segments:
                 raise SinkError(f"cannot resume: the committed segments in {self.parts} are "

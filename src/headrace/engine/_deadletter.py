@@ -46,6 +46,7 @@ class DeadLetterWriter:
         self._temp: Path | None = None
         self._handle: IO[str] | None = None
         self._lock = threading.Lock()
+        self._published = False
 
     def _entry(self, step: str, position: Position | None, item: DeadRecord, now: str) -> str:
         where: dict[str, Any] = {"source": position.source if position else None}
@@ -91,12 +92,17 @@ class DeadLetterWriter:
             os.fsync(self._handle.fileno())
             return {"bytes": self._handle.tell(), "count": self.count}
 
-    def resume(self, state: dict[str, Any]) -> None:
-        """Blocking: continue the file a checkpoint described, dropping anything after it."""
+    def resume(self, state: dict[str, Any], publishing: bool = False) -> None:
+        """Blocking: continue the file a checkpoint described, dropping anything after it.
+        ``publishing``: the run was killed while publishing, maybe after this file."""
         length = int(state.get("bytes", 0))
         if not length:
             return
         self._temp = prepare_output(self.path)
+        self.count = int(state.get("count", 0))
+        if publishing and not self._temp.exists() and self.path.exists():
+            self._published = True
+            return
         try:
             handle = open(self._temp, "r+", encoding="utf-8")  # noqa: SIM115
         except FileNotFoundError:
@@ -105,7 +111,6 @@ class DeadLetterWriter:
         handle.truncate(length)
         handle.seek(length)
         self._handle = handle
-        self.count = int(state.get("count", 0))
 
     def close(self) -> None:
         """Blocking: close without publishing (an interrupted, resumable run)."""
@@ -116,6 +121,8 @@ class DeadLetterWriter:
 
     def finish(self) -> None:
         with self._lock:
+            if self._published:
+                return
             if self._handle is None:
                 discard(self.path)
                 return

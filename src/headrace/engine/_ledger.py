@@ -107,7 +107,7 @@ class Ledger:
         ).fetchone()
 
     def previous(self) -> str | None:
-        """The last run's status (running/interrupted/failed/stopped/completed), if any."""
+        """The last run's status (running/interrupted/failed/publishing/stopped/completed)."""
         row = self._row()
         return row[2] if row else None
 
@@ -138,8 +138,9 @@ class Ledger:
                 raise ResumeError("cannot resume: the input changed since the interrupted run "
                                   f"(was {old_fingerprint}, now {fingerprint_text})",
                                   hint="run without --resume to start over")
-            self._db.execute("UPDATE run SET status = 'running', updated_at = ? WHERE id = 1",
-                             (_now(),))
+            if status != "publishing":  # that stays until a run has published the output
+                self._db.execute("UPDATE run SET status = 'running', updated_at = ? "
+                                 "WHERE id = 1", (_now(),))
             return Checkpoint.from_json(checkpoint) if checkpoint else None
         self._db.execute(
             "INSERT OR REPLACE INTO run VALUES (1, ?, ?, 'running', ?, ?, NULL)",
@@ -151,6 +152,13 @@ class Ledger:
         assert self._db is not None
         self._db.execute("UPDATE run SET checkpoint = ?, updated_at = ? WHERE id = 1",
                          (checkpoint.to_json(), _now()))
+
+    def mark_publishing(self) -> None:
+        """The final checkpoint is committed and the output is being published: a run
+        killed from here on is resumed by finishing the publication (``Sink.resume``)."""
+        assert self._db is not None
+        self._db.execute("UPDATE run SET status = 'publishing', updated_at = ? WHERE id = 1",
+                         (_now(),))
 
     def end(self, status: str) -> None:
         assert self._db is not None

@@ -128,6 +128,7 @@ class Runner:
         self._stages: list[StepStage] = []
         self.stopped_for_failures = False
         self.published = False
+        self._publishing = False  # the output is being published (or was, by a killed run)
 
     async def _write_dead(
         self, step: str, position: Position | None, dead: list[DeadRecord]
@@ -247,12 +248,19 @@ class Runner:
                 raise ConfigError(f"cannot resume: {why}")
             return
         await anyio.to_thread.run_sync(self.ledger.open)
+        previous = await anyio.to_thread.run_sync(self.ledger.previous)
         checkpoint = await anyio.to_thread.run_sync(
             self.ledger.begin, self.pipeline_hash, self.fingerprint, self.resume
         )
+        # Killed while publishing: its final checkpoint covers everything it read, and its
+        # output may already be (partly) under the final names. Finish that; read no more.
+        self._publishing = (self.resume and previous == "publishing"
+                           and checkpoint is not None)
         state = checkpoint or Checkpoint({}, {}, {}, 0)
-        await self.plan.sink.resume(state.sink)
-        await anyio.to_thread.run_sync(self.dead_letters.resume, state.dead_letters)
+        await self.plan.sink.resume({**state.sink, "publishing": True} if self._publishing
+                                    else state.sink)
+        await anyio.to_thread.run_sync(self.dead_letters.resume, state.dead_letters,
+                                       self._publishing)
         if checkpoint is not None:
             self._resumed_records = checkpoint.records
             await self.plan.source.resume(checkpoint.source)
@@ -272,13 +280,16 @@ class Runner:
             send, receive = anyio.create_memory_object_stream[Batch](size)
             self._gauges = [(f"{names[0]}->{names[1]}", send)]
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._run_source, send)
+                if not self._publishing:
+                    tg.start_soon(self._run_source, send)
                 for index, stage in enumerate(stages):
                     next_send, next_receive = anyio.create_memory_object_stream[Batch](size)
                     self._gauges.append((f"{names[index + 1]}->{names[index + 2]}", next_send))
                     tg.start_soon(stage.run, receive, next_send)
                     receive = next_receive
                 tg.start_soon(self._run_sink, receive)
+                if self._publishing:
+                    await send.aclose()  # nothing to read: the channels close at once
             with anyio.CancelScope(shield=True):
                 if self.checkpointing:
                     await self._checkpoint()  # drained: everything read is committed
@@ -287,6 +298,9 @@ class Runner:
                 # letters are what the user needs to see).
                 if (self.stop.reason is None or self.stopped_for_failures
                         or not self.checkpointing):
+                    if self.checkpointing:  # from here a crash leaves a partial publication
+                        await anyio.to_thread.run_sync(self.ledger.mark_publishing)
+                        self._publishing = True
                     await self.plan.sink.finish()
                     self.published = True
                 else:
@@ -352,6 +366,8 @@ class Runner:
         if self.ledger.opened:
             if self.published:
                 status = "stopped" if self.stopped_for_failures else "completed"
+            elif self._publishing:
+                status = "publishing"  # --resume finishes it
             else:
                 status = "failed" if error is not None else "interrupted"
             await anyio.to_thread.run_sync(self.ledger.end, status)

@@ -179,6 +179,8 @@ class Sink(Plugin):
 
     A resumable sink commits durably in ``checkpoint`` and returns the state ``resume`` needs
     to restore exactly that output in a later run (dropping anything written after it).
+    ``state["publishing"]`` is true when that run was killed during ``finish``: the output
+    may already be (partly) under its final name, and ``finish`` completes what is left.
     """
 
     kind = "sink"
