@@ -1,5 +1,6 @@
 """Built-in sinks."""
 
 from ._sinks import CsvSink, JsonlSink, ParquetSink, StdoutSink
+from ._sqlite_sink import SqliteSink
 
-__all__ = ["CsvSink", "JsonlSink", "ParquetSink", "StdoutSink"]
+__all__ = ["CsvSink", "JsonlSink", "ParquetSink", "SqliteSink", "StdoutSink"]
