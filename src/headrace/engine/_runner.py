@@ -121,6 +121,7 @@ class Runner:
         self.ledger = Ledger(default_run_dir(plan.pipeline.base_dir, config.name,
                                              config.runtime.run_dir))
         self._resumed_records = 0  # committed by the runs this one continues
+        self._resumed_dead = 0  # and dead-lettered by them: max_failures counts the whole run
         self._last_position: Position | None = None  # of the last batch the sink took
         self._committed_records = 0
         self._last_checkpoint = 0.0
@@ -135,6 +136,12 @@ class Runner:
     ) -> None:
         await anyio.to_thread.run_sync(self.dead_letters.write, step, position, dead)
 
+    def _over_budget(self) -> bool:
+        """Dead letters past ``max_failures``, over this run and the runs it continues."""
+        records = self._resumed_records + self.stats.records_in
+        dead = self._resumed_dead + self.stats.records_dead
+        return dead > self.plan.pipeline.config.runtime.failure_budget(records)
+
     def _check_failure_budget(self) -> None:
         """Stop reading once dead letters pass ``max_failures`` (a share: after 1,000 in)."""
         runtime = self.plan.pipeline.config.runtime
@@ -142,7 +149,7 @@ class Runner:
             return
         if isinstance(runtime.max_failures, str) and self.stats.records_in < 1000:
             return
-        if self.stats.records_dead > runtime.failure_budget(self.stats.records_in):
+        if self._over_budget():
             self.stopped_for_failures = True
             self.stop.request("max_failures")
             self.bus.emit(StopRequested(
@@ -263,6 +270,7 @@ class Runner:
                                        self._publishing)
         if checkpoint is not None:
             self._resumed_records = checkpoint.records
+            self._resumed_dead = int(checkpoint.dead_letters.get("count", 0))
             await self.plan.source.resume(checkpoint.source)
             logger.info("resuming after record %d", checkpoint.records)
 
@@ -385,8 +393,7 @@ class Runner:
             "pipeline": config.name,
             "loop": "uvloop" if loop_module.startswith("uvloop") else "asyncio",
         }
-        budget = config.runtime.failure_budget(self.stats.records_in)
-        over_budget = self.stopped_for_failures or self.stats.records_dead > budget
+        over_budget = self.stopped_for_failures or self._over_budget()
         if error is not None:
             status = "failed"
         elif self.stop.reason is not None and not self.stopped_for_failures:
@@ -397,7 +404,8 @@ class Runner:
         else:
             status = "failed" if over_budget else "ok"
         if status == "failed" and over_budget and error is None:
-            extra["reason"] = (f"{self.stats.records_dead} records dead-lettered "
+            extra["reason"] = (f"{self._resumed_dead + self.stats.records_dead} records "
+                               "dead-lettered "
                                f"(max_failures: {config.runtime.max_failures})")
         if error is not None:
             extra["error"] = error.one_line()
