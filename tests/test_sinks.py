@@ -127,3 +127,27 @@ def test_disk_full_leaves_no_partial_file(write, tmp_path: Path, tiny_disk: Path
     result = run_cli("run", str(path), "--set", "runtime.checkpoint=false")
     assert result.code == 1, result.stderr
     assert list(tiny_disk.iterdir()) == []
+
+
+def test_parquet_segments_assemble_into_the_same_file(write) -> None:  # type: ignore[no-untyped-def]
+    """With a checkpoint every batch, a Parquet output is committed as several segments and
+    assembled at the end: the same table as a run without checkpoints, timestamps included
+    (Parquet stores timestamp[s] as timestamp[ms], which the assembly must accept)."""
+    rows = "".join(f"{i},2024-01-{1 + i % 28:02d} 10:00:{i % 60:02d},{i * 0.5}\n"
+                   for i in range(20_000))
+    write("in.csv", "id,ts,x\n" + rows)
+    path = write("p.yaml", """
+        version: 1
+        name: segments
+        source: {use: csv, path: in.csv, block_size: 16384}
+        sink: {use: parquet, path: out/segmented.parquet}
+        runtime: {checkpoint_interval: 1ms}
+        """)
+    assert run_cli("run", str(path)).code == 0
+    reference = run_cli("run", str(path), "--set", "runtime.checkpoint=false",
+                        "--set", "sink.path=out/whole.parquet")
+    assert reference.code == 0, reference.stderr
+    out = path.parent / "out"
+    assert pq.ParquetFile(out / "segmented.parquet").num_row_groups > 1
+    assert pq.read_table(out / "segmented.parquet").equals(pq.read_table(out / "whole.parquet"))
+    assert sorted(p.name for p in out.iterdir()) == ["segmented.parquet", "whole.parquet"]

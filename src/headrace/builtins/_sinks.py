@@ -160,7 +160,8 @@ class ParquetSink(FileSink):
         if len(segments) == 1:
             os.replace(segments[0], self.temp)  # the common short run: no copy
         else:
-            schema = self.schema or pa.schema([])
+            # As the segments store it (Parquet keeps timestamp[s] as timestamp[ms]).
+            schema = pq.read_schema(segments[0]) if segments else pa.schema([])
             with pq.ParquetWriter(self.temp, schema,
                                   compression=self.options.compression) as writer:
                 for segment in segments:
