@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from harness import bench_convert, bench_memory, bench_passthrough, data
+from harness import bench_convert, bench_memory, bench_overhead, bench_passthrough, data
 from harness.report import Table, machine_info
 
 from headrace.sampledata import parse_size
@@ -28,20 +28,20 @@ KEEP_LIMIT = 2 * 1024**3  # a 5x input bigger than this is deleted after the run
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=parse_size, default=None,
-                        help="1x input size for benchmarks 1 and 2 (default 1GB; --quick: 100MB)")
+                        help="1x input of benchmarks 1, 2 and 4 (default 1GB; --quick: 100MB)")
     parser.add_argument("--repeat", type=int, default=None,
                         help="runs per contender, median reported (default 3; --quick: 1)")
     parser.add_argument("--quick", action="store_true", help="1 repeat, 100MB input")
     parser.add_argument("--rows", type=int, default=2_000_000,
-                        help="records for benchmark 3 (default 2,000,000)")
-    parser.add_argument("--only", type=int, choices=(1, 2, 3), action="append",
+                        help="records for benchmarks 3 and 4 (default 2,000,000)")
+    parser.add_argument("--only", type=int, choices=(1, 2, 3, 4), action="append",
                         help="run only this benchmark (repeatable)")
     parser.add_argument("--keep-data", action="store_true",
                         help="keep the 5x input even when it is over 2 GiB")
     args = parser.parse_args(argv)
     args.size = args.size or (QUICK_SIZE if args.quick else 1024**3)
     args.repeat = args.repeat or (1 if args.quick else 3)
-    args.only = set(args.only or (1, 2, 3))
+    args.only = set(args.only or (1, 2, 3, 4))
     return args
 
 
@@ -83,7 +83,7 @@ def header(started: dt.datetime, revision: str, revision_after: str | None = Non
 
 def run_benchmarks(args: argparse.Namespace, work: Path) -> list[Table]:
     tables: list[Table] = []
-    small = data.flights_csv(size=args.size) if args.only & {1, 2} else None
+    small = data.flights_csv(size=args.size) if args.only & {1, 2, 4} else None
     if 1 in args.only and small is not None:
         tables += _show(bench_convert.run(small, work, args.repeat))
     if 2 in args.only and small is not None:
@@ -97,6 +97,9 @@ def run_benchmarks(args: argparse.Namespace, work: Path) -> list[Table]:
     if 3 in args.only:
         rows = data.flights_csv(rows=args.rows)
         tables += _show(bench_passthrough.run(rows, work, args.repeat))
+    if 4 in args.only and small is not None:
+        rows = data.flights_csv(rows=args.rows)
+        tables += _show(bench_overhead.run(small, rows, work, args.repeat))
     return tables
 
 

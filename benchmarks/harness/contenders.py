@@ -35,13 +35,15 @@ class Contender:
     env: Callable[[Path, Path, Path], dict[str, str]] = field(default=lambda i, o, w: {})
 
 
-def headrace(name: str, pipeline: str) -> Contender:
+def headrace(name: str, pipeline: str, args: Sequence[str] = (),
+             run_dir: str = "headrace-run") -> Contender:
+    """``headrace -q run pipelines/<pipeline> [args]``, its run directory ``work/<run_dir>``."""
     exe = headrace_executable()
     return Contender(
         name=name,
-        argv=lambda src, dst: [exe, "-q", "run", str(PIPELINES / pipeline)],
+        argv=lambda src, dst: [exe, "-q", "run", str(PIPELINES / pipeline), *args],
         env=lambda src, dst, work: {"BENCH_INPUT": str(src), "BENCH_OUTPUT": str(dst),
-                                    "BENCH_RUN_DIR": str(work / "headrace-run")},
+                                    "BENCH_RUN_DIR": str(work / run_dir)},
     )
 
 
