@@ -331,7 +331,7 @@ class MetricsServer:
         self.host = host
         self.port: int = self._httpd.server_port
         self._thread = threading.Thread(target=self._httpd.serve_forever,
-                                        kwargs={"poll_interval": 0.1},
+                                        kwargs={"poll_interval": 0.02},  # close() waits one
                                         name="headrace-metrics", daemon=True)
         self._thread.start()
         self.closed = False
