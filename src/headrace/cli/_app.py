@@ -391,6 +391,52 @@ def dlq_replay(
     raise typer.Exit(0 if result.status == "ok" else 1)
 
 
+@app.command("demo-api")
+def demo_api(  # noqa: PLR0917 - Typer maps each parameter to an option
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free).")] = 8080,
+    items: Annotated[int, typer.Option(min=0, help="Size of the /items collection.")] = 1000,
+    files: Annotated[int, typer.Option(min=0, help="Files listed by /files.")] = 100,
+    latency: Annotated[str, typer.Option(help="Added latency, e.g. 20ms.")] = "0",
+    latency_dist: Annotated[str, typer.Option(help="fixed | uniform | lognormal")] = "fixed",
+    error_rate: Annotated[float, typer.Option(min=0, max=1, help="500/502/503.")] = 0.0,
+    rate_429: Annotated[float, typer.Option("--rate-429", min=0, max=1, help="429s.")] = 0.0,
+    retry_after: Annotated[str, typer.Option(help="Retry-After of injected 429s.")] = "1",
+    retry_after_format: Annotated[str, typer.Option(help="seconds | http-date")] = "seconds",
+    timeout_rate: Annotated[float, typer.Option(min=0, max=1, help="Never answer.")] = 0.0,
+    reset_rate: Annotated[float, typer.Option(min=0, max=1, help="Drop connection.")] = 0.0,
+    slow_body_rate: Annotated[float, typer.Option(min=0, max=1, help="Trickle body.")] = 0.0,
+    malformed_rate: Annotated[float, typer.Option(min=0, max=1, help="Bad JSON.")] = 0.0,
+    rate_limit: Annotated[str | None, typer.Option(help="Per client, e.g. 50/s.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Make faults reproducible.")] = None,
+) -> None:
+    """Serve a local HTTP API that misbehaves on purpose (docs/demo-api.md)."""
+    import asyncio
+
+    from headrace.cli import _demo_faults as f
+    from headrace.cli._demo_api import DemoApiOptions, serve
+
+    try:
+        faults = f.FaultConfig(
+            latency=f.parse_duration(latency), latency_dist=f.LatencyDist(latency_dist),
+            retry_after=f.parse_duration(retry_after),
+            retry_after_format=f.RetryAfterFormat(retry_after_format),
+            rate_limit=f.parse_rate_limit(rate_limit) if rate_limit else None,
+            rates={"error": error_rate, "429": rate_429, "timeout": timeout_rate,
+                   "reset": reset_rate, "slow_body": slow_body_rate, "malformed": malformed_rate})
+    except ValueError as exc:
+        print(f"headrace: error: {exc}", file=sys.stderr)
+        raise typer.Exit(2) from None
+    options = DemoApiOptions(items=items, files=files, faults=faults, seed=seed)
+    ready = lambda url: print(f"headrace demo-api listening on {url}", file=sys.stderr, flush=True)  # noqa: E731
+    try:
+        asyncio.run(serve(options, host, port, ready))
+    except OSError as exc:
+        print(f"headrace: error: cannot listen on {host}:{port}: {exc.strerror or exc}",
+              file=sys.stderr)
+        raise typer.Exit(2) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: one line per error, a traceback only with --debug."""
     try:
