@@ -245,6 +245,21 @@ def test_latency_is_injected_and_counted() -> None:
     assert server.stats.faults["latency"] == 1
 
 
+def test_stats_see_concurrent_requests() -> None:
+    """max_in_flight reports how many requests the server handled at once."""
+
+    async def check(session: aiohttp.ClientSession, server: DemoApiServer) -> None:
+        async def one() -> None:
+            async with session.get("/items", params={"fault_latency": "200ms"}) as r:
+                await r.read()
+
+        await asyncio.gather(*(one() for _ in range(4)))
+
+    server = run_against(check)
+    assert 2 <= server.stats.max_in_flight <= 4
+    assert server.stats.in_flight == 0
+
+
 def test_unknown_fault_parameter_is_a_400() -> None:
     """A typo in a fault_ parameter is refused rather than ignored."""
 

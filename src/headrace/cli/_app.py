@@ -428,7 +428,10 @@ def demo_api(  # noqa: PLR0917 - Typer maps each parameter to an option
         print(f"headrace: error: {exc}", file=sys.stderr)
         raise typer.Exit(2) from None
     options = DemoApiOptions(items=items, files=files, faults=faults, seed=seed)
-    ready = lambda url: print(f"headrace demo-api listening on {url}", file=sys.stderr, flush=True)  # noqa: E731
+
+    def ready(url: str) -> None:
+        print(f"headrace demo-api listening on {url}", file=sys.stderr, flush=True)
+
     try:
         asyncio.run(serve(options, host, port, ready))
     except OSError as exc:

@@ -268,17 +268,15 @@ async def items_linked(request: web.Request) -> web.StreamResponse:
     return await _json(request, found, headers=headers)
 
 
+def _chunk(name: str, index: int, size: int) -> bytes:
+    """Bytes ``index * CHUNK`` onwards of file ``name`` (``size`` bytes in all)."""
+    length = min(CHUNK, size - index * CHUNK)
+    return random.Random(f"{name}/{index}").randbytes(CHUNK)[:length]
+
+
 def file_bytes(name: str, size: int) -> bytes:
     """The deterministic content of file ``name`` (``size`` bytes)."""
-    return b"".join(_file_chunks(name, size))
-
-
-def _file_chunks(name: str, size: int) -> list[bytes]:
-    chunks = []
-    for index, start in enumerate(range(0, size, CHUNK)):
-        chunk = random.Random(f"{name}/{index}").randbytes(CHUNK)
-        chunks.append(chunk[: min(CHUNK, size - start)])
-    return chunks
+    return b"".join(_chunk(name, i, size) for i in range(-(-size // CHUNK)))
 
 
 def _file_size(request: web.Request, name: str) -> int:
@@ -292,9 +290,8 @@ def _file_size(request: web.Request, name: str) -> int:
 
 def _checksum(name: str, size: int) -> str:
     digest = hashlib.sha256()
-    for start in range(0, size, CHUNK):
-        digest.update(random.Random(f"{name}/{start // CHUNK}").randbytes(CHUNK)
-                      [: min(CHUNK, size - start)])
+    for index in range(-(-size // CHUNK)):
+        digest.update(_chunk(name, index, size))
     return digest.hexdigest()
 
 
@@ -330,9 +327,8 @@ async def file_get(request: web.Request) -> web.StreamResponse:
     slow = _FAULT.get() == "slow_body"
     pause = request.app[STATE].options.faults.slow_body_pause
     if request.method != "HEAD":
-        for start in range(0, size, CHUNK):
-            chunk = random.Random(f"{name}/{start // CHUNK}").randbytes(CHUNK)
-            chunk = chunk[: min(CHUNK, size - start)]
+        for index in range(-(-size // CHUNK)):
+            chunk = _chunk(name, index, size)
             step = max(1, len(chunk) // 10) if slow else len(chunk)
             for offset in range(0, len(chunk), step):
                 await response.write(chunk[offset:offset + step])
