@@ -101,6 +101,17 @@ async def _walk_cursor(session: aiohttp.ClientSession) -> list[int]:
     return seen
 
 
+async def _walk_offsets(session: aiohttp.ClientSession) -> list[int]:
+    seen: list[int] = []
+    offset: int | None = 0
+    while offset is not None:
+        async with session.get("/items", params={"offset": offset, "limit": 70}) as r:
+            body = await r.json()
+        seen += [item["id"] for item in body["items"]]
+        offset = body["next_offset"]
+    return seen
+
+
 async def _walk_links(session: aiohttp.ClientSession) -> list[int]:
     seen: list[int] = []
     url: Any = "/items/linked?per_page=25"
@@ -112,16 +123,28 @@ async def _walk_links(session: aiohttp.ClientSession) -> list[int]:
     return seen
 
 
-@pytest.mark.parametrize("walk", [_walk_pages, _walk_cursor, _walk_links],
-                         ids=["page", "cursor", "link-header"])
+@pytest.mark.parametrize("walk", [_walk_pages, _walk_offsets, _walk_cursor, _walk_links],
+                         ids=["page", "offset", "cursor", "link-header"])
 def test_each_pagination_style_yields_every_item_exactly_once(
         walk: Callable[[aiohttp.ClientSession], Awaitable[list[int]]]) -> None:
-    """Following next_page / next_cursor / Link rel=next visits items 1..N once each."""
+    """Following next_page / next_offset / next_cursor / Link rel=next visits 1..N once each."""
 
     async def check(session: aiohttp.ClientSession, server: DemoApiServer) -> None:
         assert await walk(session) == list(range(1, 251))
 
     run_against(check, DemoApiOptions(items=250))
+
+
+def test_bad_paging_parameters_are_400() -> None:
+    """A page of 0, a huge per_page or a forged cursor is refused."""
+
+    async def check(session: aiohttp.ClientSession, server: DemoApiServer) -> None:
+        for params in ({"page": "0"}, {"per_page": "5000"}, {"cursor": "!!"},
+                       {"cursor": "bzotNQ"}, {"offset": "-1"}):
+            async with session.get("/items", params=params) as r:
+                assert r.status == 400, params
+
+    run_against(check)
 
 
 def test_files_have_deterministic_bytes_sizes_and_checksums() -> None:

@@ -238,8 +238,20 @@ def _page(request: web.Request) -> tuple[int, int, list[dict[str, Any]], bool]:
 async def items(request: web.Request) -> web.StreamResponse:
     if "cursor" in request.query:
         return await _items_by_cursor(request)
+    if "offset" in request.query:
+        offset = _int_query(request, "offset", 0, 0, 10**9)
+        found, after = _slice(request, offset)
+        return await _json(request, {"items": found, "next_offset": after})
     page, _, found, more = _page(request)
     return await _json(request, {"items": found, "next_page": page + 1 if more else None})
+
+
+def _slice(request: web.Request, offset: int) -> tuple[list[dict[str, Any]], int | None]:
+    """Items after ``offset`` (``?limit=``, default 100), and the next offset or None."""
+    total = request.app[STATE].options.items
+    limit = _int_query(request, "limit", 100, 1, 1000)
+    found = [_item(n) for n in range(offset + 1, min(offset + limit, total) + 1)]
+    return found, offset + limit if offset + limit < total else None
 
 
 async def _items_by_cursor(request: web.Request) -> web.StreamResponse:
@@ -250,12 +262,11 @@ async def _items_by_cursor(request: web.Request) -> web.StreamResponse:
             offset = int(base64.urlsafe_b64decode(token + "==").decode().removeprefix("o:"))
         except ValueError:
             raise _bad_request("invalid cursor") from None
-    total = request.app[STATE].options.items
-    limit = _int_query(request, "limit", 100, 1, 1000)
-    found = [_item(n) for n in range(offset + 1, min(offset + limit, total) + 1)]
-    after = offset + limit
-    next_cursor = (base64.urlsafe_b64encode(f"o:{after}".encode()).decode().rstrip("=")
-                   if after < total else None)
+        if offset < 0:
+            raise _bad_request("invalid cursor")
+    found, after = _slice(request, offset)
+    next_cursor = (None if after is None
+                   else base64.urlsafe_b64encode(f"o:{after}".encode()).decode().rstrip("="))
     return await _json(request, {"items": found, "next_cursor": next_cursor})
 
 
