@@ -170,7 +170,7 @@ class StepPolicy:
         self.slots = anyio.CapacityLimiter(concurrency) if concurrency else None
         self.emit: Callable[[Event], None] = lambda event: None
         self.retries = 0
-        self._retries_lock = threading.Lock()  # retry_blocking counts from worker threads
+        self._retries_lock = threading.Lock()  # counted on the loop and in worker threads
         self.in_flight = 0
         self.breakers: dict[str, CircuitBreaker] = {}
         self._limiters: dict[str, object] = {}
@@ -275,7 +275,8 @@ class StepPolicy:
             finally:
                 if breaker is not None:
                     breaker.leave(failed, probe)
-            self.retries += 1
+            with self._retries_lock:  # worker threads count too (retry_blocking)
+                self.retries += 1
             self.emit(RetryScheduled(self.step_id, attempt, delay, error_name))
             await self.clock.sleep(delay)
 
