@@ -1,6 +1,7 @@
-"""``headrace demo-api``: deterministic endpoints, three pagination styles, every injected
-fault, per-client rate limiting and the ``/stats`` it keeps — against the real server on
-127.0.0.1 (port 0), plus the command itself as a subprocess."""
+"""``headrace demo-api``: deterministic endpoints, the pagination styles, redirects, the
+idempotent ``/ingest`` sink target, every injected fault, per-client rate limiting, and what
+the server observes (``/stats``, ``/stats/requests``, ``/ingest/records``) — against the real
+server on 127.0.0.1 (port 0), plus the command itself as a subprocess."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -18,7 +20,13 @@ from typing import Any
 import aiohttp
 import pytest
 
-from headrace.cli._demo_api import DemoApiOptions, DemoApiServer, file_bytes
+from headrace.cli._demo_api import (
+    DemoApiOptions,
+    DemoApiServer,
+    RequestLog,
+    Stats,
+    file_bytes,
+)
 from headrace.cli._demo_faults import (
     FaultConfig,
     RateLimiter,
@@ -356,6 +364,350 @@ def test_stats_count_what_the_client_did_and_reset() -> None:
             assert r.status == 200
         async with session.get("/stats") as r:
             assert (await r.json())["requests"] == 0
+
+    run_against(check)
+
+
+async def _get_json(session: aiohttp.ClientSession, url: str, /, **params: str) -> Any:
+    async with session.get(url, params=params) as r:
+        assert r.status == 200, (url, r.status)
+        return await r.json()
+
+
+def test_score_batch_scores_every_id_in_order_like_score() -> None:
+    """POST /score/batch answers one {id, score} per element, in order, equal to /score's."""
+    ids: list[Any] = [3, "a", 1, {"k": [1, 2]}, 3]
+
+    async def check(session: aiohttp.ClientSession, server: DemoApiServer) -> None:
+        async with session.post("/score/batch", json=[{"id": i, "x": 0} for i in ids]) as r:
+            assert r.status == 200
+            batch = await r.json()
+        singles = []
+        for i in ids:
+            async with session.post("/score", json={"id": i}) as r:
+                singles.append(await r.json())
+        assert batch == singles
+        async with session.post("/score/batch", json=[]) as r:
+            assert await r.json() == []
+
+    run_against(check)
+
+
+@pytest.mark.parametrize("body", [
+    b"not json", b'{"id": 1}', b"[1, 2]", b'[{"id": 1}, {"x": 2}]',
+    ("[" + ",".join(['{"id": 1}'] * 1001) + "]").encode(),
+], ids=["not-json", "not-a-list", "not-objects", "element-without-id", "1001-elements"])
+def test_score_batch_refuses_bad_bodies_with_400(body: bytes) -> None:
+    """A body that is not a list of at most 1000 objects with ids is a 400, not a partial answer."""
+
+    async def check(session: aiohttp.ClientSession, server: DemoApiServer) -> None:
+        async with session.post("/score/batch", data=body) as r:
+            assert r.status == 400
+            assert "error" in await r.json()
+
+    run_against(check)
+
+
+def test_score_batch_of_1000_is_accepted_and_a_fault_fails_the_whole_batch() -> None:
+    """1000 elements are allowed; an injected 503-style error answers the batch, not elements."""
+
+    async def check(session: aiohttp.ClientSession, server: DemoApiServer) -> None:
+        body = [{"id": n} for n in range(1000)]
+        async with session.post("/score/batch", json=body) as r:
+            assert len(await r.json()) == 1000
+        async with session.post("/score/batch", params={"fault_error": "1"}, json=body) as r:
+            assert r.status in (500, 502, 503)
+            assert "error" in await r.json()
+
+    run_against(check)
+
+
+@pytest.mark.parametrize(("status", "expected"), [
+    (None, 302), ("301", 301), ("302", 302), ("303", 303), ("307", 307), ("308", 308)],
+    ids=["default", "301", "302", "303", "307", "308"])
+def test_redirect_answers_the_status_with_the_unchecked_location(
+        status: str | None, expected: int) -> None:
+    """GET and POST /redirect send the asked-for status and Location: to, whatever host it names."""
+    target = "http://169.254.169.254/latest/meta-data?x=1&y=2"
+
+    async def check(session: aiohttp.ClientSession, server: DemoApiServer) -> None:
+        params = {"to": target} if status is None else {"to": target, "status": status}
+        for method in ("GET", "POST"):
+            async with session.request(method, "/redirect", params=params,
+                                       allow_redirects=False) as r:
+                assert r.status == expected
+                assert r.headers["Location"] == target
+
+    run_against(check)
+
+
+@pytest.mark.parametrize("params", [
+    {}, {"to": ""}, {"to": "http://x/\r\nSet-Cookie: a=b"}, {"to": "/", "status": "200"},
+    {"to": "/", "status": "304"}, {"to": "/", "status": "x"}],
+    ids=["no-to", "empty-to", "header-injection", "200", "304", "not-a-number"])
+def test_redirect_bad_parameters_are_400(params: dict[str, str]) -> None:
+    """A missing or multi-line target, or a status that is not a redirect, is refused."""
+
+    async def check(session: aiohttp.ClientSession, server: DemoApiServer) -> None:
+        async with session.get("/redirect", params=params, allow_redirects=False) as r:
+            assert r.status == 400
+
+    run_against(check)
+
+
+def test_redirect_chain_counts_down_to_ok_and_trips_a_client_limit() -> None:
+    """/redirect/chain?n=3 takes three hops (fault parameters kept) to {"ok": true}; a client
+    allowing two redirects gives up."""
+
+    async def check(session: aiohttp.ClientSession, server: DemoApiServer) -> None:
+        params = {"n": "3", "status": "307", "fault_latency": "1ms"}
+        async with session.get("/redirect/chain", params=params) as r:
+            assert r.status == 200 and await r.json() == {"ok": True}
+            assert [h.status for h in r.history] == [307, 307, 307]
+            assert r.history[0].headers["Location"] == (
+                "/redirect/chain?n=2&status=307&fault_latency=1ms")
+        with pytest.raises(aiohttp.TooManyRedirects):
+            async with session.get("/redirect/chain", params={"n": "3"}, max_redirects=2):
+                pass
+        for bad in ({}, {"n": "-1"}, {"n": "1001"}):
+            async with session.get("/redirect/chain", params=bad) as r:
+                assert r.status == 400, bad
+
+    server = run_against(check)
+    assert server.stats.faults["latency"] == 4  # every hop saw its faults
+
+
+def test_redirect_faults_apply() -> None:
+    """An injected 429 on /redirect is answered instead of the redirect."""
+
+    async def check(session: aiohttp.ClientSession, server: DemoApiServer) -> None:
+        async with session.get("/redirect", params={"to": "/geo", "fault_429": "1"},
+                               allow_redirects=False) as r:
+            assert r.status == 429 and "Location" not in r.headers
+
+    run_against(check)
+
+
+def test_ingest_accepts_objects_and_lists_and_keeps_ids_in_order() -> None:
+    """POST /ingest stores one object or a list of them (201 with the count), ids in order."""
+
+    async def check(session: aiohttp.ClientSession, server: DemoApiServer) -> None:
+        async with session.post("/ingest", json={"id": 1, "v": "a"}) as r:
+            assert r.status == 201 and await r.json() == {"accepted": 1}
+        async with session.post("/ingest", json=[{"id": 2}, {"id": 3}, {"v": "no id"}]) as r:
+            assert r.status == 201 and await r.json() == {"accepted": 3}
+        assert await _get_json(session, "/ingest/records") == {
+            "ids": [1, 2, 3, None], "keys": 0, "duplicates": 0, "unkeyed": 2}
+
+    run_against(check)
+
+
+@pytest.mark.parametrize("body", [b"not json", b"42", b'"text"', b'[{"id": 1}, 2]'],
+                         ids=["not-json", "number", "string", "list-with-a-non-object"])
+def test_ingest_refuses_bad_bodies_and_stores_nothing(body: bytes) -> None:
+    """A body that is not a JSON object or list of objects is a 400 and nothing is kept."""
+
+    async def check(session: aiohttp.ClientSession, server: DemoApiServer) -> None:
+        async with session.post("/ingest", data=body, headers={"Idempotency-Key": "k"}) as r:
+            assert r.status == 400
+        assert await _get_json(session, "/ingest/records") == {
+            "ids": [], "keys": 0, "duplicates": 0, "unkeyed": 0}
+
+    run_against(check)
+
+
+def test_ingest_deduplicates_by_idempotency_key() -> None:
+    """A repeated Idempotency-Key is answered 200 {"duplicate": true} and not stored again."""
+
+    async def check(session: aiohttp.ClientSession, server: DemoApiServer) -> None:
+        sent = (("a", [1, 2]), ("b", [3]), ("a", [1, 2]), ("a", [99]))
+        answers = []
+        for key, ids in sent:
+            async with session.post("/ingest", json=[{"id": i} for i in ids],
+                                    headers={"Idempotency-Key": key}) as r:
+                answers.append((r.status, await r.json()))
+        assert answers == [(201, {"accepted": 2}), (201, {"accepted": 1}),
+                           (200, {"duplicate": True}), (200, {"duplicate": True})]
+        assert await _get_json(session, "/ingest/records") == {
+            "ids": [1, 2, 3], "keys": 2, "duplicates": 2, "unkeyed": 0}
+
+    run_against(check)
+
+
+def test_ingest_faults_strike_before_the_body_is_accepted() -> None:
+    """An injected 5xx, 429 or reset on /ingest means nothing was stored."""
+
+    async def check(session: aiohttp.ClientSession, server: DemoApiServer) -> None:
+        for fault in ("fault_error", "fault_429"):
+            async with session.post("/ingest", params={fault: "1"}, json={"id": 1}) as r:
+                assert r.status >= 429
+        with pytest.raises(aiohttp.ClientError):
+            async with session.post("/ingest", params={"fault_reset": "1"}, json={"id": 1}):
+                pass
+        assert (await _get_json(session, "/ingest/records"))["ids"] == []
+
+    run_against(check)
+
+
+def test_ack_loss_stores_the_records_then_drops_the_answer() -> None:
+    """fault_ack_loss=1: the client sees a dropped connection although the records were
+    stored; its retry with the same key is a duplicate, so the record counts once."""
+
+    async def check(session: aiohttp.ClientSession, server: DemoApiServer) -> None:
+        headers = {"Idempotency-Key": "batch-1"}
+        with pytest.raises(aiohttp.ClientError):
+            async with session.post("/ingest", params={"fault_ack_loss": "1"},
+                                    json=[{"id": 7}], headers=headers):
+                pass
+        assert (await _get_json(session, "/ingest/records"))["ids"] == [7]
+        async with session.post("/ingest", json=[{"id": 7}], headers=headers) as r:
+            assert (r.status, await r.json()) == (200, {"duplicate": True})
+        assert await _get_json(session, "/ingest/records") == {
+            "ids": [7], "keys": 1, "duplicates": 1, "unkeyed": 0}
+        lost = (await _get_json(session, "/stats/requests"))["requests"][0]
+        assert (lost["fault"], lost["status"], lost["end"]) == ("ack_loss", None, None)
+
+    server = run_against(check)
+    assert server.stats.faults["ack_loss"] == 1
+
+
+def test_a_client_retrying_with_its_key_through_ack_loss_delivers_each_record_once() -> None:
+    """With half the acknowledgements lost (seeded), retrying each record under one key until
+    answered stores every record exactly once; each lost ack costs one extra request."""
+
+    async def deliver(session: aiohttp.ClientSession, number: int) -> int:
+        for attempt in range(1, 50):
+            try:
+                async with session.post("/ingest", json={"id": number},
+                                        headers={"Idempotency-Key": f"rec-{number}"}) as r:
+                    assert r.status in (200, 201)
+                    return attempt
+            except aiohttp.ClientError:
+                continue
+        raise AssertionError("never acknowledged")
+
+    async def check(session: aiohttp.ClientSession, server: DemoApiServer) -> None:
+        attempts = [await deliver(session, n) for n in range(20)]
+        records = await _get_json(session, "/ingest/records")
+        assert records["ids"] == list(range(20)) and records["keys"] == 20
+        lost = server.stats.faults["ack_loss"]
+        assert lost == sum(attempts) - 20 > 0
+        assert records["duplicates"] == lost
+        log = (await _get_json(session, "/stats/requests", path="/ingest"))["requests"]
+        per_key = Counter(entry["idempotency_key"] for entry in log)
+        assert [per_key[f"rec-{n}"] for n in range(20)] == attempts
+
+    run_against(check, _always(ack_loss=0.5))
+
+
+def test_request_log_records_each_request_with_its_fields() -> None:
+    """/stats/requests lists method, path, raw query, status, fault, client, key and whether
+    credentials were sent, with arrival and end times from the server's start."""
+
+    async def check(session: aiohttp.ClientSession, server: DemoApiServer) -> None:
+        async with session.get("/geo?zip=12345&fault_429=1&fault_retry_after=0",
+                               headers={"Authorization": "Bearer s3cret"}) as r:
+            assert r.status == 429
+        async with session.post("/ingest", json={"id": 1},
+                                headers={"Idempotency-Key": "k1"}) as r:
+            assert r.status == 201
+        with pytest.raises(aiohttp.ClientError):
+            async with session.post("/score", params={"fault_reset": "1"}, json={"id": 1}):
+                pass
+        log = (await _get_json(session, "/stats/requests"))["requests"]
+        assert [sorted(entry) for entry in log] == [sorted(
+            ["t", "end", "method", "path", "query", "status", "fault", "client",
+             "idempotency_key", "authorization"])] * 3
+        limited, ingested, reset = log
+        assert {k: limited[k] for k in ("method", "path", "query", "status", "fault",
+                                        "client", "idempotency_key", "authorization")} == {
+            "method": "GET", "path": "/geo", "query": "zip=12345&fault_429=1&fault_retry_after=0",
+            "status": 429, "fault": "429", "client": "127.0.0.1", "idempotency_key": None,
+            "authorization": True}
+        assert (ingested["method"], ingested["status"], ingested["fault"]) == ("POST", 201, None)
+        assert (ingested["idempotency_key"], ingested["authorization"]) == ("k1", False)
+        assert (reset["status"], reset["end"], reset["fault"]) == (None, None, "reset")
+        assert 0 <= limited["t"] <= limited["end"] <= ingested["t"] <= ingested["end"]
+        assert ingested["end"] <= reset["t"]
+
+    run_against(check)
+
+
+def test_request_log_filters_by_path_and_since() -> None:
+    """?path= keeps one exact path; ?since=T keeps requests that arrived at T or later."""
+
+    async def check(session: aiohttp.ClientSession, server: DemoApiServer) -> None:
+        for zip_code in ("11111", "22222", "33333"):
+            await _get_json(session, "/geo", zip=zip_code)
+            await _get_json(session, "/items", per_page="1")
+        geo = (await _get_json(session, "/stats/requests", path="/geo"))["requests"]
+        assert [entry["query"] for entry in geo] == ["zip=11111", "zip=22222", "zip=33333"]
+        later = await _get_json(session, "/stats/requests", since=repr(geo[1]["t"]))
+        assert [entry["path"] for entry in later["requests"]] == ["/geo", "/items"] * 2
+        both = await _get_json(session, "/stats/requests", path="/geo", since=repr(geo[1]["t"]))
+        assert both["requests"] == geo[1:]
+        async with session.get("/stats/requests", params={"since": "soon"}) as r:
+            assert r.status == 400
+
+    run_against(check)
+
+
+def test_request_log_skips_the_observers_and_reset_clears_everything() -> None:
+    """/stats, /stats/requests, /stats/reset, /healthz and /ingest/records are not logged;
+    /stats/reset empties the log and the ingest records."""
+
+    async def check(session: aiohttp.ClientSession, server: DemoApiServer) -> None:
+        await _get_json(session, "/geo", zip="12345")
+        async with session.post("/ingest", json={"id": 1}, headers={"Idempotency-Key": "a"}):
+            pass
+        for path in ("/stats", "/healthz", "/ingest/records", "/stats/requests"):
+            await _get_json(session, path)
+        log = (await _get_json(session, "/stats/requests"))["requests"]
+        assert [entry["path"] for entry in log] == ["/geo", "/ingest"]
+        async with session.post("/stats/reset") as r:
+            assert r.status == 200
+        assert (await _get_json(session, "/stats/requests"))["requests"] == []
+        assert await _get_json(session, "/ingest/records") == {
+            "ids": [], "keys": 0, "duplicates": 0, "unkeyed": 0}
+        async with session.post("/ingest", json={"id": 1}, headers={"Idempotency-Key": "a"}) as r:
+            assert r.status == 201  # the key was forgotten too
+
+    run_against(check)
+
+
+def test_request_log_is_a_ring_buffer_timed_by_an_injected_clock() -> None:
+    """Only the newest maxlen requests are kept; t is measured from the log's creation."""
+    now = [100.0]
+    log = RequestLog(maxlen=2, clock=lambda: now[0])
+    for path in ("/a", "/b", "/c"):
+        now[0] += 1.0
+        entry = [now[0] - 100.0, None, "GET", path, "", None, None, "127.0.0.1", None, False]
+        log.entries.append(entry)
+        log.finish(entry, 200 if path != "/c" else None)
+    assert [(e["path"], e["t"], e["end"], e["status"]) for e in log.select()] == [
+        ("/b", 2.0, 2.0, 200), ("/c", 3.0, None, None)]
+    assert [e["path"] for e in log.select(since=2.5)] == ["/c"]
+
+
+def test_max_in_flight_by_path_groups_file_downloads() -> None:
+    """Concurrent downloads of different files count together under /files."""
+    stats = Stats()
+    groups = [stats.enter(path) for path in ("/files/a.bin", "/files/b.bin", "/geo")]
+    stats.leave(groups[0], 200)
+    stats.leave(stats.enter("/files/c.bin"), None)
+    assert stats.as_dict()["max_in_flight_by_path"] == {"/files": 2, "/geo": 1}
+    assert stats.by_status == {"200": 1}
+
+    async def check(session: aiohttp.ClientSession, server: DemoApiServer) -> None:
+        async def download(name: str) -> None:
+            async with session.get(f"/files/{name}", params={"fault_latency": "300ms"}) as r:
+                await r.read()
+
+        await asyncio.gather(*(download(f"{n}.bin") for n in (10, 20, 30)))
+        await _get_json(session, "/geo", zip="12345")
+        by_path = (await _get_json(session, "/stats"))["max_in_flight_by_path"]
+        assert set(by_path) == {"/files", "/geo"}
+        assert 2 <= by_path["/files"] <= 3 and by_path["/geo"] == 1
 
     run_against(check)
 

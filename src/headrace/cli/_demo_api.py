@@ -2,8 +2,10 @@
 examples, tests and benchmarks run offline. Endpoints and faults: ``docs/demo-api.md``.
 
 Every answer is deterministic (from the zip, the id, the item number, the file name); faults
-are drawn from one seeded source (``_demo_faults``). ``/stats``, ``/stats/reset`` and
-``/healthz`` never see a fault and are not counted.
+are drawn from one seeded source (``_demo_faults``). What tests observe of a client is kept
+here too: counters (``/stats``), a request log (``/stats/requests``) and what ``/ingest``
+accepted (``/ingest/records``). Those readers, ``/stats/reset`` and ``/healthz`` never see a
+fault and are not counted, so looking does not change what is seen.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import random
 import re
 import signal
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -26,8 +28,12 @@ from aiohttp import web
 
 from headrace.cli._demo_faults import Dice, FaultConfig, RateLimiter, retry_after_value
 
-EXEMPT = frozenset({"/stats", "/stats/reset", "/healthz"})
+EXEMPT = frozenset({"/stats", "/stats/reset", "/stats/requests", "/healthz", "/ingest/records"})
 MAX_FILE_SIZE = 1 << 30
+MAX_BATCH = 1000  # elements in one POST /score/batch
+MAX_CHAIN = 1000  # hops of /redirect/chain
+LOG_SIZE = 200_000  # requests kept by the request log
+REDIRECT_STATUSES = frozenset({"301", "302", "303", "307", "308"})
 CHUNK = 1 << 16
 _CITY_A = ("North", "South", "East", "West", "Lake", "River", "Oak", "Pine", "Stone", "Fair")
 _CITY_B = ("brook", "field", "haven", "ford", "ville", "port", "wood", "dale", "ton", "mont")
@@ -41,6 +47,12 @@ class DemoApiOptions:
     seed: int | None = None
 
 
+def path_group(path: str) -> str:
+    """The key of ``max_in_flight_by_path``: every file download counts as ``/files``, so a
+    client's download concurrency is one number whatever the file names."""
+    return "/files" if path.startswith("/files/") else path
+
+
 @dataclass
 class Stats:
     """What the server saw: counted by path, by status and by injected fault kind."""
@@ -51,17 +63,120 @@ class Stats:
     by_path: Counter[str] = field(default_factory=Counter)
     by_status: Counter[str] = field(default_factory=Counter)
     faults: Counter[str] = field(default_factory=Counter)
+    in_flight_by_path: Counter[str] = field(default_factory=Counter)
+    max_in_flight_by_path: dict[str, int] = field(default_factory=dict)
+
+    def enter(self, path: str) -> str:
+        """Count a request that starts on ``path``; returns its group, for :meth:`leave`."""
+        group = path_group(path)
+        self.requests += 1
+        self.by_path[path] += 1
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        self.in_flight_by_path[group] += 1
+        now = self.in_flight_by_path[group]
+        if now > self.max_in_flight_by_path.get(group, 0):
+            self.max_in_flight_by_path[group] = now
+        return group
+
+    def leave(self, group: str, status: int | None) -> None:
+        """Count the end of a request: answered with ``status``, or None for no answer."""
+        self.in_flight -= 1
+        self.in_flight_by_path[group] -= 1
+        if status is not None:
+            self.by_status[str(status)] += 1
 
     def as_dict(self) -> dict[str, Any]:
         return {"requests": self.requests, "in_flight": self.in_flight,
                 "max_in_flight": self.max_in_flight, "by_path": dict(self.by_path),
-                "by_status": dict(self.by_status), "faults": dict(self.faults)}
+                "by_status": dict(self.by_status), "faults": dict(self.faults),
+                "max_in_flight_by_path": dict(self.max_in_flight_by_path)}
+
+
+# A request-log entry is a list in this field order (filled in when the request ends).
+LOG_FIELDS = ("t", "end", "method", "path", "query", "status", "fault", "client",
+              "idempotency_key", "authorization")
+_T, _END, _PATH, _STATUS, _FAULT_KIND = 0, 1, 3, 5, 6
+
+
+class RequestLog:
+    """The last ``maxlen`` counted requests, oldest first, timed from the server's start.
+
+    Tests check a client from the server's side with it: that no retry came before the
+    ``Retry-After`` of the 429 it followed, how many requests one record cost, whether
+    credentials went out. The benchmark sends thousands of requests a second, so each costs one
+    small list; the dicts of ``/stats/requests`` are built only when someone reads them.
+    """
+
+    def __init__(self, maxlen: int = LOG_SIZE,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._origin = clock()
+        self.entries: deque[list[Any]] = deque(maxlen=maxlen)
+
+    def now(self) -> float:
+        return self._clock() - self._origin
+
+    def start(self, request: web.Request) -> list[Any]:
+        """Log a request as it arrives: no status, no end yet."""
+        headers = request.headers
+        entry = [self.now(), None, request.method, request.path, request.query_string, None,
+                 None, request.remote, headers.get("Idempotency-Key"),
+                 "Authorization" in headers]
+        self.entries.append(entry)
+        return entry
+
+    def finish(self, entry: list[Any], status: int | None) -> None:
+        """Note the answer; a request that ended without one (reset, client gone) keeps nulls."""
+        if status is not None:
+            entry[_END] = self.now()
+            entry[_STATUS] = status
+
+    def select(self, path: str | None = None,
+               since: float | None = None) -> list[dict[str, Any]]:
+        """Entries on exactly ``path`` that arrived at ``since`` or later, as dicts."""
+        return [dict(zip(LOG_FIELDS, entry, strict=True)) for entry in self.entries
+                if (path is None or entry[_PATH] == path)
+                and (since is None or entry[_T] >= since)]
+
+    def clear(self) -> None:
+        self.entries.clear()
+
+
+@dataclass
+class IngestStore:
+    """What ``POST /ingest`` accepted, to check a sink's exactly-once delivery: the records'
+    ids in arrival order, and the ``Idempotency-Key`` values already seen (a repeated key is
+    answered but not stored again)."""
+
+    ids: list[Any] = field(default_factory=list)
+    keys: set[str] = field(default_factory=set)
+    duplicates: int = 0
+    unkeyed: int = 0
+
+    def accept(self, key: str | None, records: list[dict[str, Any]]) -> bool:
+        """Store ``records`` unless ``key`` was seen before; False for such a duplicate."""
+        if key is None:
+            self.unkeyed += 1
+        elif key in self.keys:
+            self.duplicates += 1
+            return False
+        else:
+            self.keys.add(key)
+        self.ids.extend(record.get("id") for record in records)
+        return True
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ids": self.ids, "keys": len(self.keys), "duplicates": self.duplicates,
+                "unkeyed": self.unkeyed}
 
 
 class _State:
     def __init__(self, options: DemoApiOptions) -> None:
         self.options = options
         self.stats = Stats()
+        self.log = RequestLog()
+        self.ingest = IngestStore()
         self.dice = Dice(options.seed)
         rate = options.faults.rate_limit
         self.limiter = RateLimiter(rate) if rate else None
@@ -120,28 +235,28 @@ async def _wait_for_client_to_give_up(request: web.Request, limit: float) -> Non
 
 @web.middleware
 async def _fault_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count and log every request but the exempt ones, and inject its faults."""
     if request.path in EXEMPT:
         return await handler(request)
     state = request.app[STATE]
-    stats = state.stats
-    stats.requests += 1
-    stats.by_path[request.path] += 1
-    stats.in_flight += 1
-    stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
+    stats, log = state.stats, state.log  # these objects, even if /stats/reset swaps them
+    entry = log.start(request)
+    group = stats.enter(request.path)
+    status: int | None = None  # stays None when the request ends without an answer
     try:
-        response = await _with_faults(request, handler, state)
+        response = await _with_faults(request, handler, state, entry)
+        status = response.status
+        return response
     except web.HTTPException as exc:
-        stats.by_status[str(exc.status)] += 1
+        status = exc.status
         raise
     finally:
-        stats.in_flight -= 1
-    if response.status:
-        stats.by_status[str(response.status)] += 1
-    return response
+        stats.leave(group, status)
+        log.finish(entry, status)
 
 
-async def _with_faults(request: web.Request, handler: Handler,
-                       state: _State) -> web.StreamResponse:
+async def _with_faults(request: web.Request, handler: Handler, state: _State,
+                       entry: list[Any]) -> web.StreamResponse:
     try:
         config = state.options.faults.with_overrides(request.query)
     except ValueError as exc:
@@ -150,6 +265,7 @@ async def _with_faults(request: web.Request, handler: Handler,
         wait = state.limiter.acquire(request.remote or "?")
         if wait > 0:
             state.stats.faults["rate_limit"] += 1
+            entry[_FAULT_KIND] = "rate_limit"
             return await _json(request, {"error": "rate limit exceeded"}, status=429, headers={
                 "Retry-After": retry_after_value(wait, config.retry_after_format)})
     delay = state.dice.latency(config)
@@ -157,24 +273,40 @@ async def _with_faults(request: web.Request, handler: Handler,
         state.stats.faults["latency"] += 1
         await asyncio.sleep(delay)
     kind = state.dice.pick(config)
-    if kind is not None:
-        state.stats.faults[kind] += 1
+    if kind is None:
+        return await handler(request)
+    state.stats.faults[kind] += 1
+    entry[_FAULT_KIND] = kind
+    return await _inject(kind, request, handler, state, config)
+
+
+async def _inject(kind: str, request: web.Request, handler: Handler, state: _State,
+                  config: FaultConfig) -> web.StreamResponse:
+    """Answer (or not) as fault ``kind`` says; only the last three kinds run the handler."""
     if kind == "timeout":
         await _wait_for_client_to_give_up(request, config.timeout_max)
         return await _json(request, {"error": "gateway timeout"}, status=504)
     if kind == "reset":
-        if request.transport is not None:
-            request.transport.abort()  # aiohttp then cancels this handler (connection lost)
-        await asyncio.sleep(1.0)
-        return web.Response(status=500)  # not reached while handler_cancellation is on
+        return await _drop_connection(request)
     if kind == "429":
         return await _json(request, {"error": "too many requests"}, status=429, headers={
             "Retry-After": retry_after_value(config.retry_after, config.retry_after_format)})
     if kind == "error":
         status = state.dice.error_status()
         return await _json(request, {"error": "injected failure"}, status=status)
-    _FAULT.set(kind)  # slow_body and malformed shape the handler's own answer
-    return await handler(request)
+    _FAULT.set(kind)  # ack_loss, slow_body and malformed shape the handler's own answer
+    response = await handler(request)  # a 400 is still answered: nothing was accepted
+    if kind == "ack_loss":
+        return await _drop_connection(request)  # the work is done, its answer is lost
+    return response
+
+
+async def _drop_connection(request: web.Request) -> web.StreamResponse:
+    """Abort the connection without an answer; aiohttp then cancels this handler."""
+    if request.transport is not None:
+        request.transport.abort()
+    await asyncio.sleep(1.0)
+    return web.Response(status=500)  # not reached while handler_cancellation is on
 
 
 async def healthz(request: web.Request) -> web.StreamResponse:
@@ -186,8 +318,22 @@ async def stats(request: web.Request) -> web.StreamResponse:
 
 
 async def stats_reset(request: web.Request) -> web.StreamResponse:
-    request.app[STATE].stats = Stats()
+    """Forget everything observed so far: counters, request log, ingested records and keys."""
+    state = request.app[STATE]
+    state.stats = Stats()
+    state.log.clear()
+    state.ingest = IngestStore()
     return web.json_response({"status": "reset"})
+
+
+async def stats_requests(request: web.Request) -> web.StreamResponse:
+    since_text = request.query.get("since")
+    try:
+        since = None if since_text is None else float(since_text)
+    except ValueError:
+        raise _bad_request("since must be a number of seconds") from None
+    entries = request.app[STATE].log.select(request.query.get("path"), since)
+    return web.json_response({"requests": entries})
 
 
 async def geo(request: web.Request) -> web.StreamResponse:
@@ -201,15 +347,80 @@ async def geo(request: web.Request) -> web.StreamResponse:
     return await _json(request, {"zip": zip_code, "lat": lat, "lon": lon, "city": city})
 
 
-async def score(request: web.Request) -> web.StreamResponse:
+async def _json_body(request: web.Request) -> Any:
     try:
-        body = await request.json()
+        return await request.json()
     except ValueError:
         raise _bad_request("body must be JSON") from None
+
+
+def _score(record_id: Any) -> float:
+    """A score in [0, 1) from the id alone, so /score and /score/batch always agree."""
+    return round(_digest("score:" + json.dumps(record_id, sort_keys=True)) / 2**64, 6)
+
+
+async def score(request: web.Request) -> web.StreamResponse:
+    body = await _json_body(request)
     if not isinstance(body, dict) or "id" not in body:
         raise _bad_request("body must be a JSON object with an id")
-    value = _digest("score:" + json.dumps(body["id"], sort_keys=True)) / 2**64
-    return await _json(request, {"id": body["id"], "score": round(value, 6)})
+    return await _json(request, {"id": body["id"], "score": _score(body["id"])})
+
+
+async def score_batch(request: web.Request) -> web.StreamResponse:
+    """Many ``/score`` calls in one request, answered in order; one bad element fails all."""
+    body = await _json_body(request)
+    if not isinstance(body, list) or len(body) > MAX_BATCH:
+        raise _bad_request(f"body must be a JSON list of at most {MAX_BATCH} objects")
+    for index, element in enumerate(body):
+        if not isinstance(element, dict) or "id" not in element:
+            raise _bad_request(f"element {index} is not a JSON object with an id")
+    return await _json(request, [{"id": e["id"], "score": _score(e["id"])} for e in body])
+
+
+def _redirect_status(request: web.Request) -> int:
+    text = request.query.get("status", "302")
+    if text not in REDIRECT_STATUSES:
+        raise _bad_request("status must be one of " + ", ".join(sorted(REDIRECT_STATUSES)))
+    return int(text)
+
+
+async def redirect(request: web.Request) -> web.StreamResponse:
+    """A redirect to any ``to=`` URL, unchecked: clients must refuse forbidden hosts."""
+    status = _redirect_status(request)
+    target = request.query.get("to", "")
+    if not target or "\r" in target or "\n" in target:
+        raise _bad_request("to must be a URL on one line")
+    return web.Response(status=status, headers={"Location": target})
+
+
+async def redirect_chain(request: web.Request) -> web.StreamResponse:
+    """``n`` more redirects (other query parameters kept), then ``{"ok": true}``: for tests
+    of a client's redirect limit."""
+    status = _redirect_status(request)
+    if "n" not in request.query:
+        raise _bad_request("n is required")
+    hops = _int_query(request, "n", 0, 0, MAX_CHAIN)
+    if hops == 0:
+        return await _json(request, {"ok": True})
+    location = request.rel_url.update_query(n=str(hops - 1))
+    return web.Response(status=status, headers={"Location": str(location)})
+
+
+async def ingest(request: web.Request) -> web.StreamResponse:
+    """An HTTP sink's target: 201 with the count stored, or 200 for a repeated
+    ``Idempotency-Key`` (stored once, however often the client retried)."""
+    body = await _json_body(request)
+    records = body if isinstance(body, list) else [body]
+    if not all(isinstance(record, dict) for record in records):
+        raise _bad_request("body must be a JSON object or a list of objects")
+    key = request.headers.get("Idempotency-Key")
+    if not request.app[STATE].ingest.accept(key, records):
+        return await _json(request, {"duplicate": True})
+    return await _json(request, {"accepted": len(records)}, status=201)
+
+
+async def ingest_records(request: web.Request) -> web.StreamResponse:
+    return web.json_response(request.app[STATE].ingest.as_dict())
 
 
 def _item(number: int) -> dict[str, Any]:
@@ -331,6 +542,8 @@ async def file_get(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
     size = _file_size(request, name)
     checksum = await _cached_checksum(request.app[STATE], name, size)
+    if _FAULT.get() == "ack_loss":
+        return web.Response()  # not streamed yet, so the middleware can still lose it
     response = web.StreamResponse(headers={"X-Checksum-Sha256": checksum})
     response.content_type = "application/octet-stream"
     response.content_length = size
@@ -355,8 +568,15 @@ def create_app(options: DemoApiOptions | None = None) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/stats", stats)
     app.router.add_post("/stats/reset", stats_reset)
+    app.router.add_get("/stats/requests", stats_requests)
     app.router.add_get("/geo", geo)
     app.router.add_post("/score", score)
+    app.router.add_post("/score/batch", score_batch)
+    for method in ("GET", "POST"):  # POST too: a sink's refusal of redirects is tested
+        app.router.add_route(method, "/redirect", redirect)
+        app.router.add_route(method, "/redirect/chain", redirect_chain)
+    app.router.add_post("/ingest", ingest)
+    app.router.add_get("/ingest/records", ingest_records)
     app.router.add_get("/items", items)
     app.router.add_get("/items/linked", items_linked)
     app.router.add_get("/files", files_list)

@@ -27,8 +27,11 @@ class RetryAfterFormat(StrEnum):
     http_date = "http-date"
 
 
-# Kinds decided by a probability, in the order they are tried; the first hit wins.
-RATE_KINDS = ("timeout", "reset", "429", "error", "slow_body", "malformed")
+# Kinds decided by a probability, in the order they are tried; the first hit wins. The first
+# four fail the request before its handler runs (a POST body is never accepted); the last three
+# let the handler do its work and then spoil the answer: ``ack_loss`` drops it (the client
+# cannot tell a lost acknowledgement from a lost request), the others shape it.
+RATE_KINDS = ("timeout", "reset", "429", "error", "ack_loss", "slow_body", "malformed")
 
 
 def parse_duration(text: str) -> float:
