@@ -1,0 +1,1 @@
+"""HTTP plugins: sources, steps and sinks on aiohttp."""
