@@ -8,7 +8,6 @@ from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
 import anyio
-import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
@@ -16,13 +15,13 @@ from headrace.errors import ConfigValueError
 from headrace.plugin import (
     Batch,
     DataError,
-    DeadRecord,
     Options,
-    RetriesExhausted,
     Step,
     StepOutput,
     cancellation_point,
 )
+
+from ._results import collect_results
 
 RECORD_CHUNK = 8192
 
@@ -87,39 +86,7 @@ class PythonStep(Step):
 
     # -- per record ---------------------------------------------------------------------
     def _collect(self, batch: Batch, results: list[Any]) -> StepOutput:
-        out: list[dict[str, Any]] = []
-        kept: list[int] = []
-        dead: list[DeadRecord] = []
-        filtered = 0
-        rows = batch.to_rows()
-        for i, result in enumerate(results):
-            if isinstance(result, dict):
-                out.append(result)
-                kept.append(i)
-            elif result is None:
-                filtered += 1
-            elif isinstance(result, RetriesExhausted):
-                dead.append(DeadRecord(rows[i], type(result.error).__name__, str(result),
-                                       batch.row_id(i), attempts=result.attempts,
-                                       first_at=result.first_at, last_at=result.last_at))
-            elif isinstance(result, BaseException):
-                dead.append(DeadRecord(rows[i], type(result).__name__, str(result),
-                                       batch.row_id(i)))
-            else:
-                dead.append(DeadRecord(
-                    rows[i], "TypeError",
-                    f"{self.options.function} returned {type(result).__name__}, "
-                    "expected a dict or None", batch.row_id(i)))
-        row_ids = batch.row_ids
-        if row_ids is not None and len(kept) != len(rows):
-            row_ids = row_ids[np.asarray(kept, dtype=np.int64)]
-        try:
-            # Back to Arrow right away: a batch of dicts would hold ~1 KB per record for as
-            # long as it waits in the channels downstream.
-            return StepOutput(batch.derive(table=pa.Table.from_pylist(out), row_ids=row_ids),
-                              filtered, dead)
-        except (pa.ArrowException, TypeError, ValueError):
-            return StepOutput(batch.derive(rows=out, row_ids=row_ids), filtered, dead)
+        return collect_results(batch, batch.to_rows(), results, self.options.function)
 
     def _records_in_chunks(self, batch: Batch) -> StepOutput:
         """Record mode, a chunk at a time, so only one chunk's dicts are alive at once."""

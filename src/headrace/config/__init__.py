@@ -13,13 +13,24 @@ from ._model import (
     PluginSpec,
     RuntimeConfig,
 )
-from ._policies import BreakerPolicy, Policies, RateLimitPolicy, RetryPolicy, parse_duration
+from ._policies import (
+    BreakerPolicy,
+    ByteSize,
+    Duration,
+    Policies,
+    RateLimitPolicy,
+    RetryPolicy,
+    parse_byte_size,
+    parse_duration,
+)
 from ._secrets import is_secret_name, redact, redact_data, register_secret
 
 __all__ = [
     "STEP_RESERVED_KEYS",
     "BreakerPolicy",
+    "ByteSize",
     "DeadLetterConfig",
+    "Duration",
     "LoadedPipeline",
     "Loc",
     "Locations",
@@ -33,6 +44,7 @@ __all__ = [
     "dotted",
     "is_secret_name",
     "load_pipeline",
+    "parse_byte_size",
     "parse_duration",
     "parse_scalar",
     "redact",

@@ -32,6 +32,23 @@ def parse_duration(value: Any) -> Any:
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
+_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(B|KB|MB|GB|KIB|MIB|GIB)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3,
+               "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3}
+
+
+def parse_byte_size(value: Any) -> Any:
+    """``"10MB"``, ``"64KiB"``, ``4096`` -> bytes (binary units); other values go on."""
+    if isinstance(value, str):
+        match = _SIZE.match(value)
+        if not match:
+            raise ValueError(f"{value!r} is not a size (e.g. 512KB, 10MB, 1GB, or bytes)")
+        return int(float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "B").upper()])
+    return value
+
+
+ByteSize = Annotated[int, BeforeValidator(parse_byte_size)]
+
 
 class _Policy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)

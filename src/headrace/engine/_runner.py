@@ -189,13 +189,17 @@ class Runner:
                     await self._write_dead_letters(batch)
                 started = time.perf_counter()
                 try:
-                    await self.plan.sink.write(batch)
+                    refused = await self.plan.sink.write(batch)
                 except HeadraceError:
                     raise
                 except (OSError, pa.ArrowException) as exc:
                     reason = getattr(exc, "strerror", None) or exc
                     raise SinkError(f"sink '{self.plan.sink.describe()}': {reason}") from exc
-                self.stats.records_out += batch.num_rows
+                if refused:
+                    self.stats.sink_dead += len(refused)
+                    batch.dead = [(self.plan.sink.context.plugin_id, r) for r in refused]
+                    await self._write_dead_letters(batch)
+                self.stats.records_out += batch.num_rows - len(refused or ())
                 self._committed_records += batch.source_records
                 self._last_position = batch.position or self._last_position
                 self.bus.emit(BatchWritten(batch.num_rows, time.perf_counter() - started))

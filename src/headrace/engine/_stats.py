@@ -44,6 +44,7 @@ class RunStats:
     records_in: int = 0
     records_out: int = 0
     source_dead: int = 0
+    sink_dead: int = 0  # records a sink refused for a reason of their own (an HTTP 4xx)
     steps: list[StepStats] = field(default_factory=list)
 
     @property
@@ -52,7 +53,7 @@ class RunStats:
 
     @property
     def records_dead(self) -> int:
-        return self.source_dead + sum(s.dead for s in self.steps)
+        return self.source_dead + self.sink_dead + sum(s.dead for s in self.steps)
 
     def summary(self, status: str, duration_s: float, **extra: Any) -> dict[str, Any]:
         return {

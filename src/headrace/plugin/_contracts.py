@@ -197,8 +197,9 @@ class Sink(Plugin):
         raise NotImplementedError(f"{type(self).__name__} cannot resume")
 
     @abstractmethod
-    async def write(self, batch: Batch) -> None:
-        """Write one batch."""
+    async def write(self, batch: Batch) -> list[DeadRecord] | None:
+        """Write one batch. Records refused for a reason of their own (an HTTP 4xx for that
+        record) come back as dead letters; a failure of the sink itself raises."""
 
     async def finish(self) -> None:
         """Make the output final (flush, fsync, rename)."""

@@ -1,0 +1,67 @@
+"""Per-host concurrency: a fixed limit, or one that adapts (AIMD).
+
+Adaptive: the limit starts at ``ceiling // 4`` (at least 1), grows by one after each window of
+``limit`` successes, and halves on a 429/503 or a timeout -- at most once per window, so a
+burst of failures from one overload halves it once. A ``Retry-After`` pauses the whole host
+until then: no request to it goes out sooner (the retry policy waits too, per request).
+"""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+
+from headrace.plugin import TransientError
+
+_OVERLOAD = frozenset({429, 503})
+
+
+class AdaptiveLimit:
+    def __init__(self, ceiling: int, *, adaptive: bool = False) -> None:
+        self.ceiling = ceiling
+        self.adaptive = adaptive
+        start = max(1, ceiling // 4) if adaptive else ceiling
+        self.slots = anyio.CapacityLimiter(start)
+        self._successes = 0
+        self._last_decrease = 0.0
+        self._latency = 0.0  # smoothed seconds per request: the decrease window
+        self.paused_until = 0.0
+        self.decreases = 0
+
+    @property
+    def limit(self) -> int:
+        return int(self.slots.total_tokens)
+
+    async def wait_if_paused(self) -> None:
+        """Hold back while the host's ``Retry-After`` runs (only when adaptive)."""
+        left = self.paused_until - time.monotonic()
+        while left > 0:  # the pause may grow while we sleep
+            await anyio.sleep(left)
+            left = self.paused_until - time.monotonic()
+
+    def observe(self, error: BaseException | None, elapsed: float) -> None:
+        """Feed one attempt's outcome: None for a success."""
+        if not self.adaptive:
+            return
+        self._latency = elapsed if not self._latency else 0.8 * self._latency + 0.2 * elapsed
+        if error is None:
+            self._successes += 1
+            if self._successes >= self.limit and self.limit < self.ceiling:
+                self._successes = 0
+                self.slots.total_tokens = self.limit + 1
+            return
+        status = getattr(error, "status", None)
+        overloaded = status in _OVERLOAD or isinstance(error, TimeoutError)
+        if not overloaded:
+            return
+        retry_after = getattr(error, "retry_after", None)
+        now = time.monotonic()
+        if isinstance(error, TransientError) and retry_after:
+            self.paused_until = max(self.paused_until, now + retry_after)
+        if now - self._last_decrease < max(self._latency, 0.05):
+            return
+        self._last_decrease = now
+        self._successes = 0
+        self.decreases += 1
+        self.slots.total_tokens = max(1, self.limit // 2)
