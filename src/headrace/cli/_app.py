@@ -407,6 +407,8 @@ def demo_api(  # noqa: PLR0917 - Typer maps each parameter to an option
     reset_rate: Annotated[float, typer.Option(min=0, max=1, help="Drop connection.")] = 0.0,
     slow_body_rate: Annotated[float, typer.Option(min=0, max=1, help="Trickle body.")] = 0.0,
     malformed_rate: Annotated[float, typer.Option(min=0, max=1, help="Bad JSON.")] = 0.0,
+    ack_loss_rate: Annotated[float, typer.Option(
+        min=0, max=1, help="Store the request, then drop the answer.")] = 0.0,
     rate_limit: Annotated[str | None, typer.Option(help="Per client, e.g. 50/s.")] = None,
     seed: Annotated[int | None, typer.Option(help="Make faults reproducible.")] = None,
 ) -> None:
@@ -423,7 +425,8 @@ def demo_api(  # noqa: PLR0917 - Typer maps each parameter to an option
             retry_after_format=f.RetryAfterFormat(retry_after_format),
             rate_limit=f.parse_rate_limit(rate_limit) if rate_limit else None,
             rates={"error": error_rate, "429": rate_429, "timeout": timeout_rate,
-                   "reset": reset_rate, "slow_body": slow_body_rate, "malformed": malformed_rate})
+                   "reset": reset_rate, "slow_body": slow_body_rate, "malformed": malformed_rate,
+                   "ack_loss": ack_loss_rate})
     except ValueError as exc:
         print(f"headrace: error: {exc}", file=sys.stderr)
         raise typer.Exit(2) from None

@@ -242,7 +242,8 @@ class HttpClient:
                                        f"{path}: {exc}") from None
         connector = aiohttp.TCPConnector(
             limit=self.options.max_in_flight, limit_per_host=self.options.per_host,
-            ssl=ssl_context, resolver=self.guard.resolver(), ttl_dns_cache=60)
+            # No DNS cache: every new connection is resolved and its addresses judged.
+            ssl=ssl_context, resolver=self.guard.resolver(), use_dns_cache=False)
         timeout = aiohttp.ClientTimeout(total=self.total_timeout,
                                         sock_connect=self.options.connect_timeout,
                                         sock_read=self.options.read_timeout)
