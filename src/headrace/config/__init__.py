@@ -7,6 +7,7 @@ from ._errors import did_you_mean, dotted, validation_error
 from ._loader import LoadedPipeline, load_pipeline, parse_scalar
 from ._locations import Loc, Locations
 from ._model import (
+    POLICY_KEYS,
     STEP_RESERVED_KEYS,
     DeadLetterConfig,
     PipelineConfig,
@@ -26,6 +27,7 @@ from ._policies import (
 from ._secrets import is_secret_name, redact, redact_data, register_secret
 
 __all__ = [
+    "POLICY_KEYS",
     "STEP_RESERVED_KEYS",
     "BreakerPolicy",
     "ByteSize",

@@ -10,7 +10,8 @@ from ._policies import Breaker, Duration, Policies, RateLimit, Retry, RetryPolic
 
 POLICY_KEYS = ("timeout", "retry", "breaker", "rate_limit")
 STEP_RESERVED_KEYS = frozenset({"id", "use", "concurrency", "executor", "on_error", *POLICY_KEYS})
-ENDPOINT_RESERVED_KEYS = frozenset({"id", "use"})
+# Sources and sinks take policies too; only those that call out (HTTP) accept them.
+ENDPOINT_RESERVED_KEYS = frozenset({"id", "use", *POLICY_KEYS})
 
 
 class _Strict(BaseModel):

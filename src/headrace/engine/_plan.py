@@ -9,7 +9,7 @@ from typing import Any
 import pyarrow as pa
 from pydantic import ValidationError
 
-from headrace.config import LoadedPipeline, Loc, PluginSpec, validation_error
+from headrace.config import POLICY_KEYS, LoadedPipeline, Loc, PluginSpec, validation_error
 from headrace.errors import ConfigValueError, ExpressionError, HeadraceError
 from headrace.plugin import Plugin, PluginContext, Sink, Source, Step, load_plugin
 
@@ -75,9 +75,16 @@ def _instantiate(
             exc, loaded.locations, prefix=path, known_keys=known, what=f"{kind} '{plugin_id}'"
         ) from None
     policy = None
-    if kind == "step":
+    if kind == "step" or cls.applies_policy:
         policy = StepPolicy(plugin_id, spec.policies(loaded.config.runtime),
                             transient=getattr(cls, "transient_errors", ()))
+    else:
+        given = [key for key in POLICY_KEYS if key in spec.model_fields_set]
+        if given:
+            raise ConfigValueError(
+                f"{loaded.locations.where((*path, given[0]))}: {kind} '{plugin_id}' takes no "
+                f"{given[0]}: policies apply to steps, and to sources and sinks that call "
+                "out (http, download)")
     context = PluginContext(
         plugin_id=plugin_id,
         base_dir=loaded.base_dir,

@@ -35,6 +35,10 @@ class Plugin(ABC):
     kind: ClassVar[str]
     Options: ClassVar[type[Options]] = Options
     summary: ClassVar[str] = ""
+    #: Whether the plugin applies ``timeout``/``retry``/``breaker``/``rate_limit`` itself
+    #: (through ``context.policy``); steps always get them, sources and sinks only if true.
+    applies_policy: ClassVar[bool] = False
+    transient_errors: ClassVar[tuple[type[BaseException], ...]] = ()
 
     def __init__(self, options: Any, context: PluginContext) -> None:
         self.options = options
@@ -142,8 +146,6 @@ class Step(Plugin):
     supported_executors: frozenset[str] = frozenset({"async", "thread"})
     #: Whether a failing batch may be split and re-run to isolate bad records.
     splittable: ClassVar[bool] = True
-    #: Exceptions (beyond TransientError, TimeoutError, ConnectionError) worth retrying.
-    transient_errors: ClassVar[tuple[type[BaseException], ...]] = ()
     #: True when the step applies ``context.policy`` itself, per record; the engine then does
     #: not wrap whole-batch calls in it.
     applies_policy_per_record: bool = False

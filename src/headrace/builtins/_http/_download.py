@@ -257,6 +257,8 @@ class DownloadSink(Sink):
     Options: ClassVar[type[DownloadOptions]] = DownloadOptions
     options: DownloadOptions
     resumable = True  # every file is complete once write() returns; resume skips them
+    applies_policy = True
+    transient_errors = TRANSIENT_ERRORS
 
     def __init__(self, options: DownloadOptions, context: PluginContext) -> None:
         super().__init__(options, context)

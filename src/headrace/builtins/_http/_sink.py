@@ -18,7 +18,7 @@ from headrace.errors import ConfigValueError, SinkError
 from headrace.plugin import Batch, DeadRecord, PluginContext, RetriesExhausted, Sink
 
 from .._results import dead_record
-from ._client import HttpClient, HttpOptions, Request
+from ._client import TRANSIENT_ERRORS, HttpClient, HttpOptions, Request
 from ._template import MissingField, TemplateError, UrlTemplate, compile_value, render_value
 
 
@@ -48,6 +48,8 @@ class HttpSink(Sink):
     Options: ClassVar[type[HttpSinkOptions]] = HttpSinkOptions
     options: HttpSinkOptions
     resumable = True  # each write completes its requests; a replay reuses the same keys
+    applies_policy = True
+    transient_errors = TRANSIENT_ERRORS
 
     def __init__(self, options: HttpSinkOptions, context: PluginContext) -> None:
         super().__init__(options, context)

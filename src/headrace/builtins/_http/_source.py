@@ -18,7 +18,7 @@ from yarl import URL
 from headrace.errors import SourceError
 from headrace.plugin import Batch, PluginContext, Position, RetriesExhausted, Source
 
-from ._client import HttpClient, HttpOptions, Reply, Request, display_url
+from ._client import TRANSIENT_ERRORS, HttpClient, HttpOptions, Reply, Request, display_url
 from ._template import MissingField, lookup
 
 _KEEP_TOKENS = 4096  # pages whose successor token is remembered until committed
@@ -73,6 +73,8 @@ class HttpSource(Source):
     Options: ClassVar[type[HttpSourceOptions]] = HttpSourceOptions
     options: HttpSourceOptions
     resumable = True
+    applies_policy = True  # retries, breaker and rate limit per page request
+    transient_errors = TRANSIENT_ERRORS
 
     def __init__(self, options: HttpSourceOptions, context: PluginContext) -> None:
         super().__init__(options, context)
