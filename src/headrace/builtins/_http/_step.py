@@ -26,6 +26,7 @@ from ._template import (
     value_fields,
 )
 
+PENDING_PER_SLOT = 8  # records in progress (requesting or waiting to retry) per request slot
 Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
 
 
@@ -213,6 +214,8 @@ class HttpStep(Step):
 
         n_units = -(-len(rows) // self.options.batch_size)
         async with anyio.create_task_group() as tg:
-            for _ in range(min(self.options.max_in_flight, n_units)):
+            # More workers than request slots: a record waiting out a backoff or a
+            # Retry-After holds a worker but no slot, and the others keep the slots busy.
+            for _ in range(min(self.options.max_in_flight * PENDING_PER_SLOT, n_units)):
                 tg.start_soon(worker)
         return collect_results(batch, rows, results, "http")
