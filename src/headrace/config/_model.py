@@ -78,6 +78,10 @@ class RuntimeConfig(_Strict):
         default=10.0, gt=0, le=3600,
         description="Seconds between checkpoints (each one closes a Parquet segment)."
     )
+    loop_block_warning: Duration | None = Field(
+        default=0.5, gt=0, le=3600,
+        description="Warn (naming the code) when the event loop is blocked this long; "
+        "null: never check.")
     timeout: Duration | None = Field(default=None, gt=0, le=86400,
                                      description="Default `timeout` of every step.")
     retry: Retry = Field(default_factory=RetryPolicy, description="Default `retry` of every step.")

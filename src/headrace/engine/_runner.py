@@ -42,6 +42,7 @@ from ._plan import Plan
 from ._projection import apply_projection
 from ._stage import StepStage
 from ._stats import RunStats, StepStats
+from ._watchdog import LoopWatchdog, Stall
 
 logger = logging.getLogger("headrace.engine")
 SAMPLE_INTERVAL = 0.5  # seconds between gauge snapshots (channel fill, calls in flight)
@@ -114,6 +115,8 @@ class Runner:
         for planned in plan.steps:
             planned.policy.emit = self.bus.emit
         self.resume = resume
+        threshold = config.runtime.loop_block_warning
+        self._watchdog = LoopWatchdog(threshold) if threshold else None
         self.fingerprint = plan.source.fingerprint() if plan.source.resumable else None
         self.checkpointing = (config.runtime.checkpoint and self.fingerprint is not None
                               and plan.sink.resumable)
@@ -236,6 +239,11 @@ class Runner:
         await anyio.to_thread.run_sync(self.ledger.commit, checkpoint)
         self.bus.emit(CheckpointCommitted(self._last_position.end, records))
 
+    def _loop_blocked(self, stall: Stall) -> None:
+        logger.warning("the event loop was blocked for %.2f s at %s: blocking work belongs "
+                       "in a thread (executor: thread) or an async API", stall.seconds,
+                       stall.where)
+
     async def _sample(self) -> None:
         """Gauges for observers: batches waiting per edge, calls in flight per step."""
         while True:
@@ -346,6 +354,8 @@ class Runner:
                 if handle_signals:
                     outer.start_soon(self._watch_signals, flow_scope)
                 outer.start_soon(self._sample)
+                if self._watchdog is not None:
+                    outer.start_soon(self._watchdog.run, self._loop_blocked)
                 with flow_scope:
                     await self._flow()
                 cancelled_by_signal = flow_scope.cancel_called
@@ -415,6 +425,11 @@ class Runner:
             extra["error"] = error.one_line()
         if self.dead_letters.count:
             extra["dead_letter"] = str(self.dead_letters.path)
+        if self._watchdog is not None and self._watchdog.stalls:
+            stalls = self._watchdog.stalls
+            extra["loop_stalls"] = {"count": len(stalls),
+                                    "longest_s": max(s.seconds for s in stalls),
+                                    "where": sorted({s.where for s in stalls})}
         if self.checkpointing:
             extra["checkpoint"] = {
                 "records": self._resumed_records + self._committed_records,
