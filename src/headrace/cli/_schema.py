@@ -58,5 +58,5 @@ def options_rows(kind: str, name: str) -> list[tuple[str, str, str, str]]:
         annotation = annotation.replace("typing.", "")
         default = "required" if field.is_required() else repr(field.get_default(
             call_default_factory=True))
-        rows.append((option, annotation, default, field.description or ""))
+        rows.append((field.alias or option, annotation, default, field.description or ""))
     return rows
