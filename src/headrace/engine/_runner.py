@@ -40,6 +40,7 @@ from ._events import (
 from ._ledger import Checkpoint, Ledger, default_run_dir, pipeline_hash
 from ._plan import Plan
 from ._projection import apply_projection
+from ._resilience import StepPolicy
 from ._stage import StepStage
 from ._stats import RunStats, StepStats
 from ._watchdog import LoopWatchdog, Stall
@@ -114,6 +115,14 @@ class Runner:
         self._source_id = plan.source.context.plugin_id
         for planned in plan.steps:
             planned.policy.emit = self.bus.emit
+        # Sources and sinks that call out (HTTP) retry too: their events reach the observers.
+        self._endpoint_policies = {
+            kind: plugin.context.policy for kind, plugin in (("source", plan.source),
+                                                             ("sink", plan.sink))
+            if isinstance(plugin.context.policy, StepPolicy)
+        }
+        for policy in self._endpoint_policies.values():
+            policy.emit = self.bus.emit
         self.resume = resume
         threshold = config.runtime.loop_block_warning
         self._watchdog = LoopWatchdog(threshold) if threshold else None
@@ -425,6 +434,9 @@ class Runner:
             extra["error"] = error.one_line()
         if self.dead_letters.count:
             extra["dead_letter"] = str(self.dead_letters.path)
+        endpoint_retries = {k: p.retries for k, p in self._endpoint_policies.items() if p.retries}
+        if endpoint_retries:
+            extra["retries"] = endpoint_retries
         if self._watchdog is not None and self._watchdog.stalls:
             stalls = self._watchdog.stalls
             extra["loop_stalls"] = {"count": len(stalls),

@@ -10,7 +10,13 @@ import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from headrace.errors import HeadraceError, StepError
-from headrace.plugin import Batch, DeadRecord, RetriesExhausted, StepOutput
+from headrace.plugin import (
+    Batch,
+    DeadRecord,
+    RetriesExhausted,
+    StepOutput,
+    warm_arrow_conversions,
+)
 
 from ._events import BatchProcessed, EventBus
 from ._isolate import process_isolating
@@ -127,6 +133,10 @@ class StepStage:
             self._process_runner = ProcessRunner(self.step, self.concurrency)
         try:
             async with self.step, inbox, outbox:
+                if self.planned.executor == "async":
+                    # Arrow imports pandas on its first conversion of Python objects (~0.5 s):
+                    # in a thread, not on the loop under the first batch.
+                    await anyio.to_thread.run_sync(warm_arrow_conversions)
                 if self.window == 1:
                     async for batch in inbox:
                         await outbox.send(await self.handle(batch))

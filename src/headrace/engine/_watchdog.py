@@ -8,6 +8,7 @@ calling ``time.sleep`` or reading a file on the loop. One warning per stall.
 
 from __future__ import annotations
 
+import os
 import queue
 import sys
 import sysconfig
@@ -53,23 +54,31 @@ class LoopWatchdog:
         try:
             while True:
                 self._beat = time.monotonic()
-                while not ended.empty():
-                    stall = ended.get()
-                    self.stalls.append(stall)
-                    report(stall)
+                self._report(ended, report)
                 await anyio.sleep(BEAT)
         finally:
             self._stop.set()
+            checker.join(BEAT * 5)  # brief: it reports a stall that just ended, then exits
+            self._report(ended, report)
+
+    def _report(self, ended: queue.SimpleQueue[Stall], report: Callable[[Stall], None]) -> None:
+        while not ended.empty():
+            stall = ended.get()
+            self.stalls.append(stall)
+            report(stall)
 
     def _check(self, found: Callable[[Stall], None]) -> None:
         stalled_beat: float | None = None  # the heartbeat the current stall started after
         where = ""
         longest = 0.0
-        while not self._stop.wait(BEAT):
+        while True:
+            stopping = self._stop.wait(BEAT)
             beat = self._beat
-            if stalled_beat is not None and beat != stalled_beat:
-                found(Stall(round(longest, 3), where))  # the loop runs again
+            if stalled_beat is not None and (beat != stalled_beat or stopping):
+                found(Stall(round(longest, 3), where))  # the loop runs again (or we stop)
                 stalled_beat = None
+            if stopping:
+                return
             late = time.monotonic() - beat
             if late >= self.threshold:
                 if stalled_beat is None:
@@ -78,13 +87,22 @@ class LoopWatchdog:
                 longest = late
 
     def _where(self) -> str:
-        """The innermost frame of the loop thread that is not framework or stdlib code."""
+        """The innermost frame of the loop thread that is not framework or stdlib code, and
+        the pipeline's own code it was called from when that is elsewhere (a library)."""
         frame = sys._current_frames().get(self._loop_thread)
+        innermost: FrameType | None = None
         while frame is not None:
             if _is_user_code(frame):
-                return _describe(frame)
+                if innermost is None:
+                    innermost = frame
+                if _is_own_code(frame):
+                    break
             frame = frame.f_back
-        return "?"
+        if innermost is None:
+            return "?"
+        if frame is None or frame is innermost:
+            return _describe(innermost)
+        return f"{_describe(innermost)} via {_describe(frame)}"
 
 
 def _is_user_code(frame: FrameType) -> bool:
@@ -93,6 +111,12 @@ def _is_user_code(frame: FrameType) -> bool:
         return False
     parts = Path(path).parts
     return not any(part in _FRAMEWORK for part in parts)
+
+
+def _is_own_code(frame: FrameType) -> bool:
+    """headrace itself or the user's modules: not an installed library."""
+    path = frame.f_code.co_filename
+    return "site-packages" not in path or f"{os.sep}headrace{os.sep}" in path
 
 
 def _describe(frame: FrameType) -> str:

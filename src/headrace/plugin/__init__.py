@@ -3,7 +3,7 @@
 Layer: imports ``headrace.config`` and ``headrace.errors`` only.
 """
 
-from ._batch import Batch, DeadRecord, Position, empty_table
+from ._batch import Batch, DeadRecord, Position, empty_table, warm_arrow_conversions
 from ._context import PluginContext
 from ._contracts import (
     DataError,
@@ -48,4 +48,5 @@ __all__ = [
     "load_plugin",
     "quote_ident",
     "referenced_columns",
+    "warm_arrow_conversions",
 ]

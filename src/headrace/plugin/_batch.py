@@ -14,6 +14,12 @@ def empty_table(schema: pa.Schema) -> pa.Table:
     return pa.Table.from_batches([], schema=schema)
 
 
+def warm_arrow_conversions() -> None:
+    """Pay pyarrow's one-time cost of converting Python objects (it imports pandas, when
+    installed, to recognise its types) now; blocking, so call it from a thread."""
+    pa.array([0]).to_pylist()
+
+
 @dataclass(frozen=True)
 class Position:
     """Where a batch came from, so dead letters and (later) checkpoints can name it.
