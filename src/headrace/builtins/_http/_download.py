@@ -40,6 +40,7 @@ from ._template import MissingField, TemplateError, UrlTemplate
 
 FLUSH_BYTES = 1 << 18  # buffered per download before a write (in a thread)
 CHUNK = 1 << 16
+_TEMP_NAME_ROOM = 200  # bytes of the final name kept in a temp name (+ row, dots, .part)
 
 
 class ChecksumMismatch(TransientError):
@@ -126,15 +127,17 @@ class Downloader:
         target = await anyio.to_thread.run_sync(self._prepare, relative)
         while (busy := self._active.get(target)) is not None:
             await busy.wait()  # the same file from another record: let it finish first
-        if not self.options.overwrite and await anyio.Path(target).is_file():
-            size = (await anyio.Path(target).stat()).st_size
-            return {"path": relative, "bytes": size, "sha256": None, "skipped": True}
+        # Claimed before the next await: a record for the same file arriving meanwhile waits
+        # (checking for the file first let two records both claim it).
         self._active[target] = anyio.Event()
         try:
+            if not self.options.overwrite and await anyio.Path(target).is_file():
+                size = (await anyio.Path(target).stat()).st_size
+                return {"path": relative, "bytes": size, "sha256": None, "skipped": True}
             expected = None
             if self.options.checksum_field:
                 expected = str(record.get(self.options.checksum_field) or "").lower() or None
-            temp = target.with_name(f".{target.name}.{row if row is not None else 0}.part")
+            temp = target.with_name(_temp_name(target.name, row))
             request = Request("GET", URL(url, encoded=False), from_data=self.url.from_data)
 
             async def consume(response: aiohttp.ClientResponse) -> tuple[int, str]:
@@ -187,6 +190,14 @@ class Downloader:
                                    f"the expected {expected}")
         await anyio.to_thread.run_sync(os.replace, temp, target)
         return size, hexdigest
+
+
+def _temp_name(name: str, row: int | None) -> str:
+    """``.<name>.<row>.part``, within the 255 bytes a file name may have: a final name near
+    that limit (``_names`` allows it) is replaced by its hash here."""
+    if len(name.encode()) > _TEMP_NAME_ROOM:
+        name = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()
+    return f".{name}.{row if row is not None else 0}.part"
 
 
 def _write(handle: Any, digest: Any, chunks: list[bytes]) -> None:

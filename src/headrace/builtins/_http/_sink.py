@@ -121,6 +121,8 @@ class HttpSink(Sink):
 
         async def worker() -> None:
             for members, bodies in pending:
+                if outage:  # the endpoint is down: the rest waits for --resume, unsent
+                    return
                 try:
                     await self._send(members, rows, batch, bodies)
                     self.sent += len(members)

@@ -136,6 +136,16 @@ class HttpSource(Source):
         return Request("GET", url, params=params or None,
                        headers=dict(options.headers) or None, from_data=from_data)
 
+    def _where(self, request: Request) -> str:
+        """The page a message is about: its URL, and its page number, offset or cursor
+        (a Link URL holds its own; other query parameters may hold secrets)."""
+        where = display_url(request.url)
+        if self.options.pagination.style in ("page", "offset", "cursor"):
+            token = str(self._token)
+            token = token if len(token) <= 60 else token[:57] + "..."
+            where += f" ({self.param}={token})"
+        return where
+
     def _records(self, reply: Reply) -> list[Any]:
         body = reply.body
         if self.options.records:
@@ -183,9 +193,9 @@ class HttpSource(Source):
             try:
                 reply = await self.client.call(request, "json")
             except RetriesExhausted as exc:
-                raise SourceError(f"{display_url(request.url)}: {exc}") from exc
+                raise SourceError(f"{self._where(request)}: {exc}") from exc
             except Exception as exc:
-                raise SourceError(f"{display_url(request.url)}: {type(exc).__name__}: "
+                raise SourceError(f"{self._where(request)}: {type(exc).__name__}: "
                                   f"{exc}") from exc
             items = self._records(reply)
             self._advance(reply, len(items))

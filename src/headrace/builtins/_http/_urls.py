@@ -81,8 +81,9 @@ class UrlsSource(Source):
         elif fmt == "jsonl":
             self.inner = JsonlSource(JsonlOptions(path=options.path), context)
         elif fmt == "parquet":
-            self.inner = ParquetSource(
-                ParquetOptions(path=options.path, columns=[self.column]), context)
+            # Projected below, not by `columns`: that would also hide the file's other
+            # columns from peek_schema, and with them the hint for a misspelt column.
+            self.inner = ParquetSource(ParquetOptions(path=options.path), context)
         else:
             self.inner = _UrlLines(LineSourceOptions(path=options.path), context)
         self.inner.project([self.column])
