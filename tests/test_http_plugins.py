@@ -766,3 +766,22 @@ def test_http_sink_outage_fails_the_run_and_resume_delivers_exactly_once(  # typ
     assert api.ingest()["duplicates"] == 0
     dead = path.parent / "out" / "dead.jsonl"
     assert not dead.exists() or dead.read_text() == ""
+
+
+def test_http_sink_keys_are_the_same_for_the_same_input_and_new_for_new_input(  # type: ignore[no-untyped-def]
+        write, own_api: Callable[..., DemoApi]) -> None:
+    """Running again over the same file sends the same keys (the receiver stores nothing
+    twice); a changed file with the same line numbers gets new keys (nothing is lost)."""
+    api = own_api("--seed", "7")
+    write_records(write, 20)
+    path = sink_pipeline(write, f"{api.url}/ingest")
+    run(path)
+    run(path)
+    first = api.ingest()
+    assert sorted(first["ids"]) == list(range(1, 21)) and first["duplicates"] == 20
+    write("in.jsonl", "".join(json.dumps({"id": 100 + i, "value": 0.5}) + "\n"
+                              for i in range(1, 21)))  # other records, same line numbers
+    run(path)
+    second = api.ingest()
+    assert sorted(second["ids"]) == [*range(1, 21), *range(101, 121)]
+    assert second["keys"] == 40

@@ -8,6 +8,7 @@ a drain that outlives ``drain_timeout``, cancels everything and discards the par
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
 import time
@@ -130,6 +131,9 @@ class Runner:
         self.checkpointing = (config.runtime.checkpoint and self.fingerprint is not None
                               and plan.sink.resumable)
         plan.sink.checkpointing = self.checkpointing
+        fingerprint = plan.source.fingerprint()
+        plan.sink.input_identity = (json.dumps(fingerprint, sort_keys=True)
+                                    if fingerprint is not None else "")
         self.ledger = Ledger(default_run_dir(plan.pipeline.base_dir, config.name,
                                              config.runtime.run_dir))
         self._resumed_records = 0  # committed by the runs this one continues

@@ -189,6 +189,11 @@ class Sink(Plugin):
     resumable: bool = False
     #: Set by the engine before ``open`` when the run keeps checkpoints.
     checkpointing: bool = False
+    #: Set by the engine before ``open``: what identifies the input (the source's
+    #: fingerprint as text; "" when it has none). The same in a resumed run, different for
+    #: other input: idempotency keys derived from it and record ids are stable across
+    #: replays and fresh for new data.
+    input_identity: str = ""
 
     async def checkpoint(self) -> dict[str, Any]:
         """Make everything written so far durable; return the state to resume from."""

@@ -1,8 +1,9 @@
 """The ``http`` sink: POST (or PUT/PATCH) records, one per request or in groups.
 
 At-least-once: a batch whose requests ran is committed; one replayed after a crash is sent
-again. Each request carries an ``Idempotency-Key`` derived from its records' source ids, the
-same in every replay, so a receiver that dedupes on it sees each record once.
+again. Each request carries an ``Idempotency-Key`` derived from the input's identity (the
+source's fingerprint) and its records' source ids: the same in every replay, new for other
+input, so a receiver that dedupes on it sees each record once.
 """
 
 from __future__ import annotations
@@ -78,9 +79,10 @@ class HttpSink(Sink):
         return self.url.template.source
 
     def _key(self, ids: list[int | None], bodies: list[Any]) -> str:
-        """Stable across replays: from the pipeline and the records' source ids (or, without
-        ids, the bodies themselves)."""
+        """Stable across replays: from the pipeline, the input's identity and the records'
+        source ids (or, without ids, the bodies themselves)."""
         h = hashlib.sha256(self.context.pipeline_name.encode())
+        h.update(b"input:" + self.input_identity.encode())  # new data: new keys
         if all(i is not None for i in ids):
             h.update(b"ids:" + ",".join(str(i) for i in ids).encode())
         else:

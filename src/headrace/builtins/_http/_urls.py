@@ -32,7 +32,8 @@ class UrlsOptions(Options):
 
 
 class _UrlLines(LineSource):
-    """One URL a line; blank lines are skipped, surrounding spaces ignored."""
+    """One URL a line; empty lines are skipped, surrounding spaces trimmed (a line of only
+    spaces is a record with an empty URL: a dead letter naming its line)."""
 
     def parse(self, data: bytes) -> pa.Table:
         text = data.decode("utf-8")
