@@ -33,6 +33,19 @@ class AdaptiveLimit:
     def limit(self) -> int:
         return int(self.slots.total_tokens)
 
+    async def acquire(self) -> None:
+        """Take one of the host's slots once its ``Retry-After`` pause is over: waiting holds
+        no slot, and the caller's timeout (which starts after this) does not run meanwhile."""
+        while True:
+            await self.wait_if_paused()
+            await self.slots.acquire()
+            if self.paused_until <= time.monotonic():
+                return
+            self.slots.release()  # a 429 paused the host while this waited for the slot
+
+    def release(self) -> None:
+        self.slots.release()
+
     async def wait_if_paused(self) -> None:
         """Hold back while the host's ``Retry-After`` runs (only when adaptive)."""
         left = self.paused_until - time.monotonic()

@@ -3,7 +3,8 @@ the step's resilience policies per host, destination checks, capped responses.
 
 Per host (``host:port``): at most ``per_host`` requests at once (``adaptive`` moves that
 limit between 1 and ``per_host``), and the step's ``rate_limit`` and ``breaker`` apply per
-host; ``max_in_flight`` bounds all hosts together. A request waiting for a retry holds no slot.
+host; ``max_in_flight`` bounds all hosts together. A request waiting for a retry holds no slot,
+and waiting for a slot (or for a host's Retry-After pause) is not part of the step's timeout.
 """
 
 from __future__ import annotations
@@ -217,6 +218,9 @@ class HttpClient:
         for name, value in options.headers.items():
             if is_sensitive_header(name) and "{" not in value:
                 register_secret(value)
+                _scheme, _, credential = value.strip().partition(" ")
+                if credential.strip():  # "Bearer <token>": APIs echo the token alone
+                    register_secret(credential.strip())
         self.total_timeout = total_timeout
         self.session: aiohttp.ClientSession | None = None
         self._all = anyio.CapacityLimiter(options.max_in_flight)
@@ -301,8 +305,6 @@ class HttpClient:
         policy = self.context.policy
 
         async def attempt() -> Reply:
-            if limit.adaptive:
-                await limit.wait_if_paused()
             started = time.monotonic()
             try:
                 reply = await self._fetch(request, read, consume)
@@ -312,10 +314,14 @@ class HttpClient:
             limit.observe(None, time.monotonic() - started)
             return reply
 
+        slots = _Slots(limit, self._all)  # taken before the step's timeout starts
         if policy is None:
-            async with limit.slots:
+            await slots.acquire()
+            try:
                 return await attempt()
-        return await policy.call(attempt, key=key, slots=limit.slots)
+            finally:
+                slots.release()
+        return await policy.call(attempt, key=key, slots=slots)
 
     async def _fetch(self, request: Request, read: Read,
                      consume: Callable[[aiohttp.ClientResponse], Awaitable[Any]] | None) -> Reply:
@@ -324,39 +330,39 @@ class HttpClient:
         from_data = request.from_data
         json_body, data = request.json, request.data
         params, headers = request.params, request.headers
-        async with self._all:
-            for _hop in range(self.options.max_redirects + 1):
-                url = self._check(url, from_data)
-                self.requests += 1
-                started = time.monotonic()
-                with self.guard.data_urls(from_data):
-                    async with self.session.request(
-                        method, url, params=params, headers=headers, json=json_body, data=data,
-                        allow_redirects=False, proxy=self._proxy_for(url),
-                    ) as response:
-                        location = response.headers.get("Location")
-                        if response.status in REDIRECTS and location:
-                            target = url.join(URL(location))
-                            if target.host != url.host:
-                                from_data = True  # the server chose it, not the pipeline
-                                headers = _without_credentials(headers)
-                            if response.status == 303 or (response.status in (301, 302)
-                                                          and method == "POST"):
-                                method, json_body, data = "GET", None, None
-                            url, params = target, None
-                            continue
-                        await self._check_status(response, method, url)
-                        if consume is not None:
-                            body = await consume(response)
-                        else:
-                            body = await self._read(response, read, method, url)
-                        reply = Reply(response.status, response.headers, body, url,
-                                      elapsed=time.monotonic() - started)
-                        if "Link" in response.headers:
-                            link = response.links.get("next")
-                            if link is not None:
-                                reply.extra["next"] = str(link.get("url"))
-                        return reply
+        for _hop in range(self.options.max_redirects + 1):
+            url = self._check(url, from_data)
+            self.requests += 1
+            started = time.monotonic()
+            with self.guard.data_urls(from_data):
+                async with self.session.request(
+                    method, url, params=params, headers=headers, json=json_body, data=data,
+                    allow_redirects=False, proxy=self._proxy_for(url),
+                ) as response:
+                    location = response.headers.get("Location")
+                    if response.status in REDIRECTS and location:
+                        target = url.join(URL(location))
+                        if target.host != url.host:
+                            from_data = True  # the server chose it, not the pipeline
+                        if not _same_origin(url, target):
+                            headers = _without_credentials(headers)
+                        if response.status == 303 or (response.status in (301, 302)
+                                                      and method == "POST"):
+                            method, json_body, data = "GET", None, None
+                        url, params = target, None
+                        continue
+                    await self._check_status(response, method, url)
+                    if consume is not None:
+                        body = await consume(response)
+                    else:
+                        body = await self._read(response, read, method, url)
+                    reply = Reply(response.status, response.headers, body, url,
+                                  elapsed=time.monotonic() - started)
+                    if "Link" in response.headers:
+                        link = response.links.get("next")
+                        if link is not None:
+                            reply.extra["next"] = str(link.get("url"))
+                    return reply
         raise TooManyRedirects(f"more than {self.options.max_redirects} redirects from "
                                f"{display_url(request.url)}")
 
@@ -391,9 +397,34 @@ class HttpClient:
                                  f"({exc}): {snippet!r}")) from None
 
 
+class _Slots:
+    """The places one attempt holds: one of its host's (taken once the host's Retry-After
+    pause is over) and one of all hosts' (``max_in_flight``). The retry policy takes them
+    before it starts the step's timeout and gives them back while it waits to retry, so
+    waiting for a place neither counts against the timeout nor costs an attempt."""
+
+    def __init__(self, host: AdaptiveLimit, everyone: anyio.CapacityLimiter) -> None:
+        self._host = host
+        self._everyone = everyone
+
+    async def acquire(self) -> None:
+        await self._host.acquire()
+        try:
+            await self._everyone.acquire()
+        except BaseException:
+            self._host.release()
+            raise
+
+    def release(self) -> None:
+        self._everyone.release()
+        self._host.release()
+
+
 async def read_capped(response: aiohttp.ClientResponse, cap: int, method: str, url: URL) -> bytes:
     """The whole body, or ``ResponseTooLarge`` as soon as it passes ``cap`` bytes."""
     length = response.content_length
+    if response.headers.get("Content-Encoding", "identity").lower() != "identity":
+        length = None  # the compressed size: count the decompressed bytes as they come
     if length is not None and length > cap:
         raise ResponseTooLarge(f"response of {method} {display_url(url)} is {length} bytes, "
                                f"over max_response_bytes ({cap})")
@@ -410,8 +441,18 @@ async def read_capped(response: aiohttp.ClientResponse, cap: int, method: str, u
     return b"".join(chunks)
 
 
+def _same_origin(url: URL, target: URL) -> bool:
+    """Whether a redirect stays with the credentials' owner: the same scheme, host and port
+    (an upgrade from http to https on the default ports too)."""
+    if url.host != target.host:
+        return False
+    if (url.scheme, url.port) == (target.scheme, target.port):
+        return True
+    return (url.scheme, url.port, target.scheme, target.port) == ("http", 80, "https", 443)
+
+
 def _without_credentials(headers: dict[str, str] | None) -> dict[str, str] | None:
-    """A redirect to another host does not carry the pipeline's credentials along."""
+    """A redirect to another origin does not carry the pipeline's credentials along."""
     if not headers:
         return headers
     return {k: v for k, v in headers.items() if not is_sensitive_header(k)}
