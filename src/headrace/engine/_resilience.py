@@ -43,8 +43,10 @@ class SystemClock:
         await anyio.sleep(seconds)
 
 
-def _wall() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
+def _wall(at: float | None = None) -> str:
+    """An ISO time (now, or ``at`` from ``time.time()``) for dead-letter records."""
+    moment = datetime.now(UTC) if at is None else datetime.fromtimestamp(at, UTC)
+    return moment.isoformat(timespec="milliseconds")
 
 
 def full_jitter(attempt: int, base: float, cap: float, rng: random.Random) -> float:
@@ -216,22 +218,6 @@ class StepPolicy:
         await limiter.acquire()
         self.emit(RateLimited(self.step_id, key, time.monotonic() - started))
 
-    async def _attempt(
-        self, fn: Callable[[], Awaitable[T]], slots: anyio.CapacityLimiter | None
-    ) -> T:
-        if slots is not None:
-            await slots.acquire()
-        self.in_flight += 1
-        try:
-            if self.policies.timeout is None:
-                return await fn()
-            with anyio.fail_after(self.policies.timeout):
-                return await fn()
-        finally:
-            self.in_flight -= 1
-            if slots is not None:
-                slots.release()
-
     async def call(
         self,
         fn: Callable[[], Awaitable[T]],
@@ -245,7 +231,9 @@ class StepPolicy:
         key = key or self.step_id
         retry = self.policies.retry
         breaker = self.breaker_for(key)
-        first_at = _wall()
+        started_at = time.time()  # formatted only if the call gives up
+        limiter = slots or self.slots
+        timeout = self.policies.timeout
         attempt = 0
         while True:
             attempt += 1
@@ -254,11 +242,26 @@ class StepPolicy:
                 try:
                     probe = await breaker.enter()
                 except BreakerOpen as exc:
-                    raise RetriesExhausted(exc, attempt - 1, first_at, _wall()) from exc
+                    raise RetriesExhausted(exc, attempt - 1, _wall(started_at), _wall()) from exc
             failed: bool | None = None
             try:
-                await self._rate_limit(key)
-                result = await self._attempt(fn, slots or self.slots)
+                if self.policies.rate_limit is not None:
+                    await self._rate_limit(key)
+                # The attempt itself, inline: every coroutine frame between the caller and
+                # the I/O is paid again at each of the call's suspensions.
+                if limiter is not None:
+                    await limiter.acquire()
+                self.in_flight += 1
+                try:
+                    if timeout is None:
+                        result = await fn()
+                    else:
+                        with anyio.fail_after(timeout):
+                            result = await fn()
+                finally:
+                    self.in_flight -= 1
+                    if limiter is not None:
+                        limiter.release()
                 failed = False
                 return result
             except Exception as exc:
@@ -266,7 +269,7 @@ class StepPolicy:
                     raise
                 failed = True
                 if attempt >= retry.attempts:
-                    raise RetriesExhausted(exc, attempt, first_at, _wall()) from exc
+                    raise RetriesExhausted(exc, attempt, _wall(started_at), _wall()) from exc
                 delay = full_jitter(attempt, retry.base, retry.cap, self.rng)
                 floor = retry_after(exc)
                 if floor is not None:

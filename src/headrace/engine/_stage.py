@@ -133,9 +133,9 @@ class StepStage:
             self._process_runner = ProcessRunner(self.step, self.concurrency)
         try:
             async with self.step, inbox, outbox:
-                if self.planned.executor == "async":
+                if self.planned.executor == "async" and self.step.batch_format == "rows":
                     # Arrow imports pandas on its first conversion of Python objects (~0.5 s):
-                    # in a thread, not on the loop under the first batch.
+                    # in a thread, not on the loop under the first batch of a rows step.
                     await anyio.to_thread.run_sync(warm_arrow_conversions)
                 if self.window == 1:
                     async for batch in inbox:

@@ -9,7 +9,9 @@ and waiting for a slot (or for a host's Retry-After pause) is not part of the st
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
+import functools
 import logging
 import ssl
 import time
@@ -19,7 +21,6 @@ from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
 import aiohttp
-import anyio
 import orjson
 from pydantic import Field, field_validator
 from yarl import URL
@@ -28,11 +29,13 @@ from headrace.config import ByteSize, Duration, redact, register_secret
 from headrace.errors import ConfigValueError
 from headrace.plugin import Options, PluginContext, TransientError
 
-from ._adaptive import AdaptiveLimit
+from ._adaptive import AdaptiveLimit, Slots
 from ._guard import HostGuard, RefusedDestination
 
 T = TypeVar("T")
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
+# The guard's default is "not from data": nothing to set for most requests (it is per call).
+_NOT_FROM_DATA = contextlib.nullcontext()
 _SENSITIVE_HEADERS = ("authorization", "cookie", "token", "key", "secret", "auth", "password")
 _SNIPPET = 200  # characters of an error response's body kept in the dead-letter reason
 _log = logging.getLogger("headrace.http")
@@ -223,7 +226,7 @@ class HttpClient:
                     register_secret(credential.strip())
         self.total_timeout = total_timeout
         self.session: aiohttp.ClientSession | None = None
-        self._all = anyio.CapacityLimiter(options.max_in_flight)
+        self._all = Slots(options.max_in_flight)
         self._hosts: dict[str, AdaptiveLimit] = {}
         self._proxies: dict[tuple[str, str], str | None] = {}
         self._allowed: set[tuple[str, str | None, int | None, bool]] = set()
@@ -296,32 +299,32 @@ class HttpClient:
         """Each host's current concurrency limit (for progress and tests)."""
         return {key: limit.limit for key, limit in self._hosts.items()}
 
-    async def call(self, request: Request, read: Read = "json",
-                   consume: Callable[[aiohttp.ClientResponse], Awaitable[Any]] | None = None,
-                   ) -> Reply:
-        """One request under the step's policies (retries, breaker and rate limit per host)."""
+    def call(self, request: Request, read: Read = "json",
+             consume: Callable[[aiohttp.ClientResponse], Awaitable[Any]] | None = None,
+             ) -> Awaitable[Reply]:
+        """One request under the step's policies (retries, breaker and rate limit per host).
+
+        A plain function returning the awaitable: no frame of its own between the caller and
+        the I/O (each one costs again at every suspension of every request)."""
         key = request.host_key
         limit = self.slots_for(key)
-        policy = self.context.policy
-
-        async def attempt() -> Reply:
-            started = time.monotonic()
-            try:
-                reply = await self._fetch(request, read, consume)
-            except BaseException as exc:
-                limit.observe(exc, time.monotonic() - started)
-                raise
-            limit.observe(None, time.monotonic() - started)
-            return reply
-
         slots = _Slots(limit, self._all)  # taken before the step's timeout starts
+        if limit.adaptive:
+            async def attempt() -> Reply:
+                started = time.monotonic()
+                try:
+                    reply = await self._fetch(request, read, consume)
+                except BaseException as exc:
+                    limit.observe(exc, time.monotonic() - started)
+                    raise
+                limit.observe(None, time.monotonic() - started)
+                return reply
+        else:
+            attempt = functools.partial(self._fetch, request, read, consume)
+        policy = self.context.policy
         if policy is None:
-            await slots.acquire()
-            try:
-                return await attempt()
-            finally:
-                slots.release()
-        return await policy.call(attempt, key=key, slots=slots)
+            return _holding(slots, attempt)
+        return policy.call(attempt, key=key, slots=slots)
 
     async def _fetch(self, request: Request, read: Read,
                      consume: Callable[[aiohttp.ClientResponse], Awaitable[Any]] | None) -> Reply:
@@ -334,7 +337,7 @@ class HttpClient:
             url = self._check(url, from_data)
             self.requests += 1
             started = time.monotonic()
-            with self.guard.data_urls(from_data):
+            with self.guard.data_urls(True) if from_data else _NOT_FROM_DATA:
                 async with self.session.request(
                     method, url, params=params, headers=headers, json=json_body, data=data,
                     allow_redirects=False, proxy=self._proxy_for(url),
@@ -397,13 +400,21 @@ class HttpClient:
                                  f"({exc}): {snippet!r}")) from None
 
 
+async def _holding(slots: _Slots, attempt: Callable[[], Awaitable[Reply]]) -> Reply:
+    await slots.acquire()
+    try:
+        return await attempt()
+    finally:
+        slots.release()
+
+
 class _Slots:
     """The places one attempt holds: one of its host's (taken once the host's Retry-After
     pause is over) and one of all hosts' (``max_in_flight``). The retry policy takes them
     before it starts the step's timeout and gives them back while it waits to retry, so
     waiting for a place neither counts against the timeout nor costs an attempt."""
 
-    def __init__(self, host: AdaptiveLimit, everyone: anyio.CapacityLimiter) -> None:
+    def __init__(self, host: AdaptiveLimit, everyone: Slots) -> None:
         self._host = host
         self._everyone = everyone
 

@@ -100,6 +100,8 @@ class HttpStep(Step):
         self.json = _compile("json", where("json"), compile_value, options.body_json)
         self.text = (None if options.body is None
                      else _compile("body", where("body"), Template.compile, options.body))
+        # A URL without fields is parsed once, not per record.
+        self._fixed_url = None if self.url.template.fields else URL(options.url)
         host = self.url.fixed_host
         self.client = HttpClient(options, context, trusted_hosts=(host,) if host else ())
 
@@ -140,9 +142,9 @@ class HttpStep(Step):
         data = self.text.render(record).encode() if self.text is not None else None
         json_body = body if body is not None else (
             render_value(self.json, record) if self.json is not None else None)
-        return Request(self.options.method, URL(self.url.render(record), encoded=False),
-                       params=params, headers=headers, json=json_body, data=data,
-                       from_data=self.url.from_data)
+        url = self._fixed_url or URL(self.url.render(record), encoded=False)
+        return Request(self.options.method, url, params=params, headers=headers,
+                       json=json_body, data=data, from_data=self.url.from_data)
 
     def _merge(self, record: dict[str, Any], reply: Reply, result: Any) -> dict[str, Any]:
         options = self.options
@@ -156,14 +158,6 @@ class HttpStep(Step):
         if options.status_field:
             record[options.status_field] = reply.status
         return record
-
-    async def _one(self, i: int, rows: list[dict[str, Any]], results: list[Any]) -> None:
-        try:
-            reply = await self.client.call(self._request(rows[i]), self.options.response)
-        except Exception as exc:
-            results[i] = exc
-            return
-        results[i] = self._merge(dict(rows[i]), reply, reply.body)
 
     async def _group(self, indexes: list[int], rows: list[dict[str, Any]],
                      results: list[Any]) -> None:
@@ -203,15 +197,23 @@ class HttpStep(Step):
         rows = batch.to_rows()
         results: list[Any] = [None] * len(rows)
         units = self._units(len(rows))
-        single = self.options.batch_size == 1
+        call, read, merge = self.client.call, self.options.response, self._merge
 
-        async def worker() -> None:
+        async def one_by_one() -> None:
             for unit in units:  # workers share one iterator: each unit is taken once
-                if single:
-                    await self._one(unit[0], rows, results)
+                i = unit[0]
+                try:  # inline, not a method: no extra frame at each suspension
+                    reply = await call(self._request(rows[i]), read)
+                except Exception as exc:
+                    results[i] = exc
                 else:
-                    await self._group(unit, rows, results)
+                    results[i] = merge(dict(rows[i]), reply, reply.body)
 
+        async def in_groups() -> None:
+            for unit in units:
+                await self._group(unit, rows, results)
+
+        worker = one_by_one if self.options.batch_size == 1 else in_groups
         n_units = -(-len(rows) // self.options.batch_size)
         async with anyio.create_task_group() as tg:
             # More workers than request slots: a record waiting out a backoff or a
