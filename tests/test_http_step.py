@@ -682,15 +682,22 @@ def test_a_secret_header_never_shows_and_stays_on_its_host(
 
 def test_credentials_do_not_follow_a_redirect_to_another_port(write: Any, api: Api) -> None:
     """A redirect from the pipeline's server to another port on the same host (another
-    origin: another service) is followed without the Authorization header; a redirect within
-    the same origin keeps it."""
+    origin: another service, so a destination from data) is refused unless allowed; allowed,
+    it is followed without the Authorization header; a redirect within the same origin keeps
+    it."""
     other = Api().start()
     try:
         records = [{"id": 1, "to": other.url("/geo?zip=12345")},
                    {"id": 2, "to": api.url("/geo?zip=54321")}]
-        run = run_step(write, {"url": api.url("/redirect"), "params": {"to": "{to}"},
-                               "headers": {"Authorization": "Bearer ${API_TOKEN}"},
-                               "fields": {"city": "city"}}, records,
+        options = {"url": api.url("/redirect"), "params": {"to": "{to}"},
+                   "headers": {"Authorization": "Bearer ${API_TOKEN}"},
+                   "fields": {"city": "city"}}
+        refused = run_step(write, options, records, env={"API_TOKEN": CANARY})
+        assert [(d["record"]["id"], d["error"]) for d in refused.dead] == [
+            (1, "RefusedDestination")]
+        assert other.log() == []
+        api.reset()
+        run = run_step(write, {**options, "allow_hosts": ["127.0.0.1"]}, records,
                        env={"API_TOKEN": CANARY})
         elsewhere = other.log()
     finally:

@@ -256,8 +256,15 @@ class StepPolicy:
                     if timeout is None:
                         result = await fn()
                     else:
-                        with anyio.fail_after(timeout):
-                            result = await fn()
+                        try:
+                            with anyio.fail_after(timeout):
+                                result = await fn()
+                        except TimeoutError as exc:
+                            if str(exc):
+                                raise
+                            # fail_after's own says nothing; the dead letter should.
+                            raise TimeoutError(f"no result within the timeout of "
+                                               f"{timeout:g} s") from None
                 finally:
                     self.in_flight -= 1
                     if limiter is not None:

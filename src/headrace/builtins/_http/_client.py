@@ -90,9 +90,15 @@ class HttpOptions(Options):
     max_response_bytes: ByteSize = Field(default=10 * 1024**2, ge=1,
                                          description="Larger responses are an error.")
     connect_timeout: Duration = Field(default=10.0, gt=0, le=3600)
-    read_timeout: Duration = Field(default=30.0, gt=0, le=86400,
-                                   description="Longest wait for the next bytes of a response.")
+    read_timeout: Duration | None = Field(
+        default=None, gt=0, le=86400,
+        description="Longest wait for the next bytes of a response (downloads: 30 s; other "
+        "requests are bounded by `timeout`, else 60 s in all, which costs no timer per read).")
     max_redirects: int = Field(default=10, ge=0, le=50)
+    max_retry_after: Duration = Field(
+        default=300.0, gt=0, le=86400,
+        description="A Retry-After longer than this is not waited for: the record fails "
+        "(dead letter) instead of stalling the run.")
     verify: bool = Field(default=True, description="Verify TLS certificates.")
     ca_file: str | None = Field(default=None, description="CA bundle for TLS verification.")
     allow_hosts: list[str] = Field(
@@ -207,7 +213,7 @@ class HttpClient:
     """Opened by a plugin in ``open`` and closed in ``close``."""
 
     def __init__(self, options: HttpOptions, context: PluginContext, *,
-                 trusted_hosts: tuple[str, ...] = (), total_timeout: float | None = 60.0) -> None:
+                 total_timeout: float | None = 60.0) -> None:
         self.options = options
         self.context = context
         self.success = status_codes(options.success_status, "success_status")
@@ -215,7 +221,9 @@ class HttpClient:
         try:
             self.guard = HostGuard(allow_hosts=options.allow_hosts, deny_hosts=options.deny_hosts,
                                    private=options.private_networks,
-                                   trusted_hosts=(*trusted_hosts, *_proxy_hosts()))
+                                   # The operator's proxies; the pipeline's own hosts are
+                                   # trusted by origin (scheme, host, port) in _fetch.
+                                   trusted_hosts=_proxy_hosts())
         except ValueError as exc:
             raise ConfigValueError(f"{context.where('allow_hosts')}: {exc}") from None
         for name, value in options.headers.items():
@@ -333,39 +341,45 @@ class HttpClient:
         from_data = request.from_data
         json_body, data = request.json, request.data
         params, headers = request.params, request.headers
-        for _hop in range(self.options.max_redirects + 1):
-            url = self._check(url, from_data)
-            self.requests += 1
-            started = time.monotonic()
-            with self.guard.data_urls(True) if from_data else _NOT_FROM_DATA:
-                async with self.session.request(
-                    method, url, params=params, headers=headers, json=json_body, data=data,
-                    allow_redirects=False, proxy=self._proxy_for(url),
-                ) as response:
-                    location = response.headers.get("Location")
-                    if response.status in REDIRECTS and location:
-                        target = url.join(URL(location))
-                        if target.host != url.host:
-                            from_data = True  # the server chose it, not the pipeline
-                        if not _same_origin(url, target):
-                            headers = _without_credentials(headers)
-                        if response.status == 303 or (response.status in (301, 302)
-                                                      and method == "POST"):
-                            method, json_body, data = "GET", None, None
-                        url, params = target, None
-                        continue
-                    await self._check_status(response, method, url)
-                    if consume is not None:
-                        body = await consume(response)
-                    else:
-                        body = await self._read(response, read, method, url)
-                    reply = Reply(response.status, response.headers, body, url,
-                                  elapsed=time.monotonic() - started)
-                    if "Link" in response.headers:
-                        link = response.links.get("next")
-                        if link is not None:
-                            reply.extra["next"] = str(link.get("url"))
-                    return reply
+        try:
+            for _hop in range(self.options.max_redirects + 1):
+                url = self._check(url, from_data)
+                self.requests += 1
+                started = time.monotonic()
+                with self.guard.data_urls(True) if from_data else _NOT_FROM_DATA:
+                    async with self.session.request(
+                        method, url, params=params, headers=headers, json=json_body, data=data,
+                        allow_redirects=False, proxy=self._proxy_for(url),
+                    ) as response:
+                        location = response.headers.get("Location")
+                        if response.status in REDIRECTS and location:
+                            target = url.join(URL(location))
+                            if not _same_origin(url, target):
+                                from_data = True  # the server chose it, not the pipeline
+                                headers = _without_credentials(headers)
+                            if response.status == 303 or (response.status in (301, 302)
+                                                          and method == "POST"):
+                                method, json_body, data = "GET", None, None
+                            url, params = target, None
+                            continue
+                        await self._check_status(response, method, url)
+                        if consume is not None:
+                            body = await consume(response)
+                        else:
+                            body = await self._read(response, read, method, url)
+                        reply = Reply(response.status, response.headers, body, url,
+                                      elapsed=time.monotonic() - started)
+                        if "Link" in response.headers:
+                            link = response.links.get("next")
+                            if link is not None:
+                                reply.extra["next"] = str(link.get("url"))
+                        return reply
+        except TimeoutError as exc:
+            if str(exc):
+                raise
+            within = f" within {self.total_timeout:g} s" if self.total_timeout else ""
+            raise TimeoutError(f"{method} {display_url(url)}: no complete answer"
+                               f"{within}") from None
         raise TooManyRedirects(f"more than {self.options.max_redirects} redirects from "
                                f"{display_url(request.url)}")
 
@@ -375,8 +389,12 @@ class HttpClient:
         if status in self.success:
             return
         if status in self.retryable:
-            raise RetryableStatus(status, method, url,
-                                  parse_retry_after(response.headers.get("Retry-After")))
+            wait = parse_retry_after(response.headers.get("Retry-After"))
+            if wait is not None and wait > self.options.max_retry_after:
+                raise HttpStatusError(status, response.reason or "", method, url,
+                                      f"Retry-After {wait:g} s is over max_retry_after "
+                                      f"({self.options.max_retry_after:g} s)")
+            raise RetryableStatus(status, method, url, wait)
         try:  # a little of the body, for the message: APIs explain their 4xx there
             body = (await response.content.read(4 * _SNIPPET)).decode("utf-8", "replace")
         except (aiohttp.ClientError, TimeoutError):

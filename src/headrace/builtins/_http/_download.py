@@ -22,7 +22,7 @@ import anyio
 from pydantic import Field, field_validator
 from yarl import URL
 
-from headrace.config import ByteSize
+from headrace.config import ByteSize, Duration
 from headrace.errors import ConfigValueError
 from headrace.plugin import Batch, DeadRecord, PluginContext, Sink, Step, StepOutput, TransientError
 
@@ -65,6 +65,9 @@ class DownloadOptions(HttpOptions):
     fsync: bool = Field(default=True, description="fsync each file before renaming it.")
     max_response_bytes: ByteSize = Field(default=4 * 1024**3, ge=1,
                                          description="Larger bodies are an error.")
+    read_timeout: Duration | None = Field(
+        default=30.0, gt=0, le=86400,
+        description="Longest wait for the next bytes: a stalled transfer is retried.")
 
     @field_validator("name")
     @classmethod
@@ -85,11 +88,9 @@ class Downloader:
         except TemplateError as exc:
             raise ConfigValueError(f"{context.where('url')}: url: {exc}") from None
         self.root = context.resolve_path(options.dir)
-        host = self.url.fixed_host
         # No overall deadline: a large file takes as long as it takes, while read_timeout
         # still catches a stalled transfer.
-        self.client = HttpClient(options, context, trusted_hosts=(host,) if host else (),
-                                 total_timeout=None)
+        self.client = HttpClient(options, context, total_timeout=None)
         self._active: dict[Path, anyio.Event] = {}
         self.fields = {f.split(".")[0] for f in self.url.template.fields}
         if options.checksum_field:

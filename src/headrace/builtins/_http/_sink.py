@@ -59,8 +59,7 @@ class HttpSink(Sink):
             self.body = compile_value(options.body_json)
         except TemplateError as exc:
             raise ConfigValueError(f"{context.where('url')}: {exc}") from None
-        host = self.url.fixed_host
-        self.client = HttpClient(options, context, trusted_hosts=(host,) if host else ())
+        self.client = HttpClient(options, context)
         self.sent = 0
 
     async def open(self) -> None:

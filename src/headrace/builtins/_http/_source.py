@@ -82,7 +82,7 @@ class HttpSource(Source):
             self.base = URL(options.url)
         except ValueError as exc:
             raise SourceError(f"{context.where('url')}: bad URL: {exc}") from None
-        self.client = HttpClient(options, context, trusted_hosts=(self.base.host or "",))
+        self.client = HttpClient(options, context)
         paging = options.pagination
         self.param = paging.param or _default_param(paging.style)
         start: Any = paging.start
@@ -132,7 +132,9 @@ class HttpSource(Source):
             params.append((self.param, str(self._token)))
         if paging.size_param and paging.size and (paging.style != "link" or not self._token):
             params.append((paging.size_param, str(paging.size)))
-        from_data = url.host != self.base.host  # a Link to another host: the server chose it
+        # A Link to another origin (host or port): the server chose it, not the pipeline.
+        from_data = (url.scheme, url.host, url.port) != (self.base.scheme, self.base.host,
+                                                        self.base.port)
         return Request("GET", url, params=params or None,
                        headers=dict(options.headers) or None, from_data=from_data)
 

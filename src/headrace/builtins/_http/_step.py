@@ -102,8 +102,7 @@ class HttpStep(Step):
                      else _compile("body", where("body"), Template.compile, options.body))
         # A URL without fields is parsed once, not per record.
         self._fixed_url = None if self.url.template.fields else URL(options.url)
-        host = self.url.fixed_host
-        self.client = HttpClient(options, context, trusted_hosts=(host,) if host else ())
+        self.client = HttpClient(options, context)
 
     @property
     def is_async(self) -> bool:
@@ -206,8 +205,8 @@ class HttpStep(Step):
                     reply = await call(self._request(rows[i]), read)
                 except Exception as exc:
                     results[i] = exc
-                else:
-                    results[i] = merge(dict(rows[i]), reply, reply.body)
+                else:  # in place: only a failed record's original is still needed
+                    results[i] = merge(rows[i], reply, reply.body)
 
         async def in_groups() -> None:
             for unit in units:

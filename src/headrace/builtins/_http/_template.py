@@ -169,18 +169,6 @@ class UrlTemplate:
         """Whether records decide which host a request goes to."""
         return self.raw_fields > 0
 
-    @property
-    def fixed_host(self) -> str | None:
-        """The host written in the template itself, if the destination is fixed."""
-        if self.from_data:
-            return None
-        from yarl import URL
-
-        try:
-            return URL(self.template.literals[0]).host
-        except ValueError:
-            return None
-
     def render(self, record: Mapping[str, Any]) -> str:
         t = self.template
         if not t.fields:
