@@ -8,6 +8,7 @@ a drain that outlives ``drain_timeout``, cancels everything and discards the par
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import signal
@@ -459,6 +460,23 @@ class Runner:
         return RunResult(summary=summary, error=error, interrupted_by=interrupted)
 
 
+GC_THRESHOLDS = (20_000, 20, 10)
+
+
+def _tune_gc() -> None:
+    """Fewer garbage-collector passes over a heap of imported modules and records in flight.
+
+    Everything loaded so far (modules, the plan) is moved out of the collector's sight
+    (``gc.freeze``), and young objects are collected every 20,000 allocations instead of 700:
+    a run allocates a few objects per record and frees nearly all of them by reference
+    counting, and each pass costs time proportional to what it scans. Measured on the HTTP
+    step against a local API: ~20% more requests/s (docs/benchmarks.md, benchmark 5).
+    Cycles of young garbage are still collected, just in larger rounds.
+    """
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def run_plan(
     plan: Plan,
     observers: list[Callable[[Event], None]] | None = None,
@@ -470,6 +488,7 @@ def run_plan(
     if projected is not None:
         logger.info("reading only the columns the pipeline uses: %s", ", ".join(projected))
     runner = Runner(plan, observers, resume=resume)
+    _tune_gc()
     loop = plan.pipeline.config.runtime.loop
     use_uvloop = False
     if loop in ("uvloop", "auto"):
