@@ -27,7 +27,7 @@ from yarl import URL
 
 from headrace.config import ByteSize, Duration, redact, register_secret
 from headrace.errors import ConfigValueError
-from headrace.plugin import Options, PluginContext, TransientError
+from headrace.plugin import Options, PluginContext, Step, TransientError
 
 from ._adaptive import AdaptiveLimit, Slots
 from ._guard import HostGuard, RefusedDestination
@@ -505,4 +505,20 @@ def _proxy_hosts() -> tuple[str, ...]:
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     aiohttp.ClientConnectionError, aiohttp.ClientPayloadError,
 )
+
+
+class RecordRequestStep(Step):
+    """What the HTTP steps share: rows in, on the event loop, policies applied per request,
+    records failing one by one (never the whole batch)."""
+
+    batch_format = "rows"
+    default_executor = "async"
+    supported_executors = frozenset({"async"})
+    splittable = False
+    applies_policy_per_record = True
+    transient_errors = TRANSIENT_ERRORS
+
+    @property
+    def is_async(self) -> bool:
+        return True
 __all__ = ["RefusedDestination"]

@@ -24,13 +24,14 @@ from yarl import URL
 
 from headrace.config import ByteSize, Duration
 from headrace.errors import ConfigValueError
-from headrace.plugin import Batch, DeadRecord, PluginContext, Sink, Step, StepOutput, TransientError
+from headrace.plugin import Batch, DeadRecord, PluginContext, Sink, StepOutput, TransientError
 
 from .._results import collect_results, dead_record
 from ._client import (
     TRANSIENT_ERRORS,
     HttpClient,
     HttpOptions,
+    RecordRequestStep,
     Request,
     ResponseTooLarge,
     display_url,
@@ -226,26 +227,16 @@ async def download_all(downloader: Downloader, batch: Batch) -> list[Any]:
     return results
 
 
-class DownloadStep(Step):
+class DownloadStep(RecordRequestStep):
     """Downloads each record's URL to a file; adds where it went."""
 
     summary = "stream each record's URL to a file under a directory (safe names, checksums)"
     Options: ClassVar[type[DownloadOptions]] = DownloadOptions
     options: DownloadOptions
-    batch_format = "rows"
-    default_executor = "async"
-    supported_executors = frozenset({"async"})
-    splittable = False
-    applies_policy_per_record = True
-    transient_errors = TRANSIENT_ERRORS
 
     def __init__(self, options: DownloadOptions, context: PluginContext) -> None:
         super().__init__(options, context)
         self.downloader = Downloader(options, context)
-
-    @property
-    def is_async(self) -> bool:
-        return True
 
     async def open(self) -> None:
         await self.downloader.open()

@@ -11,10 +11,10 @@ from pydantic import ConfigDict, Field, model_validator
 from yarl import URL
 
 from headrace.errors import ConfigValueError
-from headrace.plugin import Batch, PluginContext, Step, StepOutput
+from headrace.plugin import Batch, PluginContext, StepOutput
 
 from .._results import collect_results
-from ._client import TRANSIENT_ERRORS, HttpClient, HttpOptions, Reply, Request
+from ._client import HttpClient, HttpOptions, RecordRequestStep, Reply, Request
 from ._template import (
     MissingField,
     Template,
@@ -76,18 +76,12 @@ def _compile(what: str, where: str, fn: Any, *args: Any) -> Any:
         raise ConfigValueError(f"{where}: {what}: {exc}") from None
 
 
-class HttpStep(Step):
+class HttpStep(RecordRequestStep):
     """Calls an HTTP API for each record and adds the answer to it."""
 
     summary = "call an HTTP API per record (or per group); merge the response into the record"
     Options: ClassVar[type[HttpStepOptions]] = HttpStepOptions
     options: HttpStepOptions
-    batch_format = "rows"
-    default_executor = "async"
-    supported_executors = frozenset({"async"})
-    splittable = False  # records fail one by one, never the whole batch
-    applies_policy_per_record = True
-    transient_errors = TRANSIENT_ERRORS
 
     def __init__(self, options: HttpStepOptions, context: PluginContext) -> None:
         super().__init__(options, context)
@@ -103,10 +97,6 @@ class HttpStep(Step):
         # A URL without fields is parsed once, not per record.
         self._fixed_url = None if self.url.template.fields else URL(options.url)
         self.client = HttpClient(options, context)
-
-    @property
-    def is_async(self) -> bool:
-        return True
 
     # -- validation -------------------------------------------------------------------------
     def fields_used(self) -> set[str]:
