@@ -9,147 +9,25 @@ retry, and none at all for a destination refused before connecting.
 
 from __future__ import annotations
 
-import asyncio
-import gzip
 import itertools
-import json
 import math
-import random
-import socket
-import threading
-import time
-import urllib.request
-from collections import defaultdict
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
-from urllib.parse import parse_qs
 
 import pytest
-from aiohttp import web
 
-from headrace.cli._demo_api import STATE, DemoApiOptions, DemoApiServer
-
-from .conftest import CliResult, assert_accounted, read_jsonl, run_cli
-
-# Seed of the server's fault dice. With 7 its first draws are 0.32, 0.15, 0.65: a single
-# record with ``fault_reset=0.5`` (and no other faulty request in the run) is reset twice, then
-# answered (``test_a_reset_connection_is_retried_and_the_record_kept`` relies on it).
-SEED = 7
-# Client-side timer slack allowed when checking Retry-After from the server's timestamps: the
-# client sleeps on its event loop (uvloop/libuv: millisecond timers measured from a loop time
-# cached at the start of the iteration that received the 429), and for HTTP-dates the
-# wall-clock <-> monotonic mapping is measured in this process (sub-millisecond, plus NTP
-# slew of at most ~0.5 ms/s over the test). A client that ignored Retry-After would retry
-# after its 10 ms backoff, a whole second too early, so this slack hides no real violation.
-SLACK = 0.010
-RETRY_5 = {"attempts": 5, "base": "10ms", "cap": "20ms"}
-RETRY_3 = {"attempts": 3, "base": "10ms", "cap": "20ms"}
-
-
-# -- the servers -------------------------------------------------------------------------------
-class Served:
-    """A server (an async context manager with a ``port``) run for one test by a thread with
-    its own event loop; the test's ``headrace`` subprocesses connect to it on 127.0.0.1."""
-
-    def __init__(self, open_server: Callable[[], Any]) -> None:
-        self._open_server = open_server
-        self.server: Any = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._serve, name="test-server", daemon=True)
-
-    def _serve(self) -> None:
-        try:
-            asyncio.run(self._main())
-        except BaseException as exc:  # reported by start(); the thread must not die silently
-            self._error = exc
-            self._ready.set()
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        async with self._open_server() as server:
-            self.server = server
-            self._ready.set()
-            await self._stop.wait()
-
-    def start(self) -> Served:
-        self._thread.start()
-        if not self._ready.wait(10) or self._error is not None or self.server is None:
-            raise RuntimeError(f"test server did not start: {self._error!r}")
-        return self
-
-    def stop(self) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
-        assert not self._thread.is_alive(), "test server thread did not stop"
-
-    @property
-    def port(self) -> int:
-        return int(self.server.port)
-
-    def url(self, path: str = "") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-
-class Api(Served):
-    """The demo API (``headrace demo-api``'s server), seeded, with its observers."""
-
-    def __init__(self, seed: int = SEED) -> None:
-        super().__init__(lambda: DemoApiServer(DemoApiOptions(seed=seed), port=0))
-
-    def start(self) -> Api:
-        super().start()
-        return self
-
-    def call(self, path: str, body: Any = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.url(path), data=data, method=(
-            "GET" if data is None else "POST"), headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read())
-
-    def stats(self) -> dict[str, Any]:
-        return dict(self.call("/stats"))
-
-    def log(self, path: str | None = None) -> list[dict[str, Any]]:
-        entries: list[dict[str, Any]] = self.call("/stats/requests")["requests"]
-        return [e for e in entries if path is None or e["path"] == path]
-
-    def reset(self) -> None:
-        self.call("/stats/reset", {})
-
-    def wall(self, t: float) -> float:
-        """The wall-clock time of the request log's time ``t`` (both clocks of this host)."""
-        return float(time.time() - self.server.app[STATE].log.now() + t)
-
-    def server_t(self, wall: float) -> float:
-        """The request log's time of wall-clock time ``wall``."""
-        return wall - self.wall(0.0)
-
-
-class AppServer:
-    """A plain aiohttp application on 127.0.0.1, any free port (for answers the demo API does
-    not give)."""
-
-    def __init__(self, app: web.Application) -> None:
-        self._runner = web.AppRunner(app, access_log=None)
-        self.port = 0
-
-    async def __aenter__(self) -> AppServer:
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self._runner.cleanup()
+from .conftest import run_cli
+from .http_support import (
+    RETRY_3,
+    RETRY_5,
+    SLACK,
+    Api,
+    by_param,
+    closed_port,
+    query_of,
+    run_step,
+    zips,
+)
 
 
 @pytest.fixture
@@ -159,80 +37,6 @@ def api() -> Iterator[Api]:
         yield server
     finally:
         server.stop()
-
-
-# -- running a pipeline ------------------------------------------------------------------------
-@dataclass
-class Run:
-    result: CliResult
-    summary: dict[str, Any]
-    out: list[dict[str, Any]]
-    dead: list[dict[str, Any]]
-    root: Path
-
-    @property
-    def step(self) -> dict[str, Any]:
-        return dict(self.summary["steps"][0])
-
-    def out_by_id(self) -> dict[Any, dict[str, Any]]:
-        return {r["id"]: r for r in self.out}
-
-    def dead_by_id(self) -> dict[Any, dict[str, Any]]:
-        return {d["record"]["id"]: d for d in self.dead}
-
-
-def run_step(write: Any, step: dict[str, Any], records: list[dict[str, Any]], *,
-             name: str = "http-step", args: tuple[str, ...] = (),
-             env: dict[str, str] | None = None) -> Run:
-    """Run jsonl -> one ``http`` step -> jsonl with ``records``; check the ledger and return
-    what came out. Dead letters never fail the run (max_failures: 100%)."""
-    write(f"{name}.jsonl", "".join(json.dumps(r) + "\n" for r in records))
-    path = write(f"{name}.yaml", f"""
-        version: 1
-        name: {name}
-        source: {{use: jsonl, path: {name}.jsonl}}
-        steps:
-          - {json.dumps({"use": "http", **step})}
-        sink: {{use: jsonl, path: {name}-out/o.jsonl}}
-        runtime: {{max_failures: "100%"}}
-        """)
-    result = run_cli(*args, "run", str(path), "--json", env=env, timeout=90)
-    assert result.code == 0, result.stderr
-    summary = result.summary
-    assert summary["status"] == "ok", summary
-    assert_accounted(summary)
-    assert summary["records_in"] == len(records)
-    assert summary["records_filtered"] == 0
-    output = path.parent / f"{name}-out" / "o.jsonl"
-    out = read_jsonl(output) if output.exists() else []
-    dead_path = summary.get("dead_letter")
-    dead = read_jsonl(Path(dead_path)) if dead_path and Path(dead_path).exists() else []
-    assert len(out) == summary["records_out"], (len(out), summary)
-    assert len(dead) == summary["records_dead"], (len(dead), summary)
-    step_summary = summary["steps"][0]
-    assert (step_summary["in"], step_summary["out"], step_summary["dead"]) == (
-        len(records), len(out), len(dead))
-    # every input record ends exactly once in out or dead
-    ids = sorted([r["id"] for r in out] + [d["record"]["id"] for d in dead])
-    assert ids == sorted(r["id"] for r in records)
-    return Run(result, summary, out, dead, path.parent)
-
-
-def query_of(entry: dict[str, Any]) -> dict[str, str]:
-    return {k: v[0] for k, v in parse_qs(entry["query"], keep_blank_values=True).items()}
-
-
-def by_param(entries: list[dict[str, Any]], param: str) -> dict[str, list[dict[str, Any]]]:
-    """Log entries grouped by one query parameter, each group in arrival order."""
-    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for entry in sorted(entries, key=lambda e: e["t"]):
-        groups[query_of(entry).get(param, "")].append(entry)
-    return dict(groups)
-
-
-def zips(n: int, seed: int = 1) -> list[str]:
-    """``n`` distinct five-digit zips (leading zeros included), reproducibly."""
-    return [f"{z:05d}" for z in random.Random(seed).sample(range(100_000), n)]
 
 
 # -- 1. enrichment -----------------------------------------------------------------------------
@@ -443,124 +247,6 @@ def test_a_response_over_max_response_bytes_is_a_dead_letter(write: Any, api: Ap
     assert stats["by_path"] == {"/items": 2, "/files/5000.bin": 1, "/files/1000.bin": 1}
 
 
-def test_a_compressed_response_is_capped_by_its_decompressed_size(write: Any) -> None:
-    """A gzip bomb (8 MiB of zeros in ~8 KiB, with its Content-Length) is a dead letter
-    ResponseTooLarge under a 1 MiB cap, whatever its compressed size says; a small gzipped
-    answer is decompressed and kept. One request per record."""
-    bomb = gzip.compress(b"0" * (8 << 20))
-    small = gzip.compress(b'{"ok": true}')
-    seen: list[str] = []
-
-    async def answer(request: web.Request) -> web.Response:
-        seen.append(request.path)
-        body = bomb if request.path == "/bomb" else small
-        return web.Response(body=body, content_type="application/json",
-                            headers={"Content-Encoding": "gzip"})
-
-    app = web.Application()
-    app.router.add_get("/{name}", answer)
-    server = Served(lambda: AppServer(app)).start()
-    try:
-        records = [{"id": 1, "name": "bomb"}, {"id": 2, "name": "small"}]
-        run = run_step(write, {"url": server.url("/{name}"), "into": "body",
-                               "max_response_bytes": "1MiB", "retry": RETRY_3}, records)
-    finally:
-        server.stop()
-    assert len(bomb) < 1 << 20
-    dead = run.dead_by_id()
-    assert set(dead) == {1}
-    assert dead[1]["error"] == "ResponseTooLarge"
-    assert "over max_response_bytes (1048576)" in dead[1]["message"]
-    assert dead[1]["attempts"] == 1
-    assert run.out_by_id()[2]["body"] == {"ok": True}
-    assert sorted(seen) == ["/bomb", "/small"]
-
-
-# -- 7. redirects ------------------------------------------------------------------------------
-def test_redirects_are_checked_on_every_hop(write: Any, api: Api) -> None:
-    """A redirect to the metadata address is refused (RefusedDestination, never requested);
-    redirects to another path on the same 127.0.0.1 server, absolute or relative, are
-    followed and answered."""
-    records = [{"id": 1, "to": "http://169.254.169.254/latest"},
-               {"id": 2, "to": api.url("/geo?zip=12345")},
-               {"id": 3, "to": "/geo?zip=54321"}]
-    run = run_step(write, {"url": api.url("/redirect"), "params": {"to": "{to}"},
-                           "fields": {"city": "city", "zip": "zip"}, "retry": RETRY_3},
-                   records)
-    stats = api.stats()
-    assert stats["by_path"] == {"/redirect": 3, "/geo": 2}
-    assert stats["requests"] == 5
-    dead = run.dead_by_id()
-    assert set(dead) == {1}
-    assert dead[1]["error"] == "RefusedDestination"
-    assert dead[1]["attempts"] == 1
-    assert "refused http://169.254.169.254/latest" in dead[1]["message"]
-    assert "link-local" in dead[1]["message"]
-    out = run.out_by_id()
-    assert out[2]["city"] == api.call("/geo?zip=12345")["city"]
-    assert out[3]["zip"] == "54321"
-
-
-def test_a_redirect_chain_over_max_redirects_is_a_dead_letter(write: Any, api: Api) -> None:
-    """/redirect/chain?n=20 with max_redirects 5: TooManyRedirects after exactly 6 requests
-    (the first and 5 redirects), not retried; n=3 is followed to its answer (4 requests)."""
-    records = [{"id": 1, "n": 20}, {"id": 2, "n": 3}]
-    run = run_step(write, {"url": api.url("/redirect/chain"), "params": {"n": "{n}"},
-                           "max_redirects": 5, "into": "answer", "retry": RETRY_3}, records)
-    dead = run.dead_by_id()
-    assert set(dead) == {1}
-    assert dead[1]["error"] == "TooManyRedirects"
-    assert "more than 5 redirects" in dead[1]["message"]
-    assert dead[1]["attempts"] == 1
-    assert run.out_by_id()[2]["answer"] == {"ok": True}
-    hops = [int(query_of(e)["n"]) for e in api.log("/redirect/chain")]
-    assert sorted(hops) == sorted([20, 19, 18, 17, 16, 15, 3, 2, 1, 0])
-
-
-# -- 8. URLs from data -------------------------------------------------------------------------
-def test_urls_from_data_are_refused_before_connecting(write: Any, api: Api) -> None:
-    """`url: "{url}"`: the metadata address, loopback (by IP, decimal, hex and name), and
-    file:// are refused before any connection: the server saw nothing, every record is a
-    RefusedDestination dead letter with the reason; `allow_hosts: [127.0.0.1]` lets the
-    loopback one through (and only it)."""
-    port = api.port
-    records = [{"id": 1, "url": "http://169.254.169.254/x"},
-               {"id": 2, "url": f"http://127.0.0.1:{port}/geo?zip=12345"},
-               {"id": 3, "url": f"http://2130706433:{port}/geo?zip=12345"},
-               {"id": 4, "url": f"http://0x7f000001:{port}/geo?zip=12345"},
-               {"id": 5, "url": f"http://localhost:{port}/geo?zip=12345"},
-               {"id": 6, "url": "file:///etc/passwd"}]
-    step = {"url": "{url}", "into": "geo", "retry": RETRY_3}
-    run = run_step(write, step, records, name="default")
-    assert not run.out
-    dead = run.dead_by_id()
-    assert all(letter["error"] == "RefusedDestination" for letter in dead.values())
-    assert all(letter["attempts"] == 1 for letter in dead.values())
-    assert "169.254.169.254 is link-local (cloud metadata)" in dead[1]["message"]
-    for i in (2, 3, 4):
-        assert "127.0.0.1 is private (loopback) and the URL comes from data" in \
-            dead[i]["message"], dead[i]
-    assert "localhost" in dead[5]["message"]
-    assert "scheme 'file'" in dead[6]["message"]
-    assert api.stats()["requests"] == 0
-    assert api.log() == []
-
-    allowed = [records[0], records[1], records[5]]
-    run = run_step(write, {**step, "allow_hosts": ["127.0.0.1"]}, allowed, name="allowed")
-    assert set(run.dead_by_id()) == {1, 6}
-    assert run.out_by_id()[2]["geo"]["zip"] == "12345"
-    assert api.stats()["requests"] == 1
-    assert [query_of(e) for e in api.log("/geo")] == [{"zip": "12345"}]
-
-
-# -- 9. DNS failure, connection refused ---------------------------------------------------------
-def _closed_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port  # closed again: nothing listens there
-
-
 @pytest.mark.parametrize("target", ["dns", "refused"])
 def test_unreachable_hosts_are_retried_then_dead_lettered(
         write: Any, api: Api, target: str) -> None:
@@ -570,7 +256,7 @@ def test_unreachable_hosts_are_retried_then_dead_lettered(
     if target == "dns":
         url, host = "http://does-not-exist.invalid/geo", "does-not-exist.invalid"
     else:
-        port = _closed_port()
+        port = closed_port()
         url, host = f"http://127.0.0.1:{port}/geo", f"127.0.0.1:{port}"
     records = [{"id": i, "zip": z} for i, z in enumerate(zips(3, seed=7))]
     run = run_step(write, {"url": url, "params": {"zip": "{zip}"}, "timeout": "5s",
@@ -641,102 +327,6 @@ def test_concurrency_limits_hold_at_the_server(write: Any, api: Api, per_host: i
     assert stats["requests"] == len(records)
     assert 1 < stats["max_in_flight"] <= bound
     assert stats["max_in_flight_by_path"]["/geo"] == stats["max_in_flight"]
-
-
-# -- 12. secrets -------------------------------------------------------------------------------
-CANARY = "hr-canary-6f1d93b0c2e4"
-
-
-@pytest.mark.parametrize("flags", [(), ("-vv",), ("-vv", "--log-format", "json")],
-                         ids=["default", "verbose", "json-logs"])
-def test_a_secret_header_never_shows_and_stays_on_its_host(
-        write: Any, api: Api, flags: tuple[str, ...]) -> None:
-    """`Authorization: Bearer ${API_TOKEN}`: the canary appears in no output, log line, dead
-    letter or file of the run (a 400, a refused redirect); the server saw the header on its
-    own host, and not after a redirect to another host (localhost, allowed)."""
-    records = [{"id": 1, "to": "/geo?zip=12a45"},  # same host, 400
-               {"id": 2, "to": "http://169.254.169.254/latest"},  # refused
-               {"id": 3, "to": f"http://localhost:{api.port}/geo?zip=12345"},  # other host
-               {"id": 4, "to": "/geo?zip=54321"}]
-    run = run_step(write, {"url": api.url("/redirect"), "params": {"to": "{to}"},
-                           "headers": {"Authorization": "Bearer ${API_TOKEN}"},
-                           "allow_hosts": ["localhost"], "fields": {"city": "city"}},
-                   records, args=flags, env={"API_TOKEN": CANARY})
-    dead = run.dead_by_id()
-    assert set(dead) == {1, 2}
-    assert dead[1]["error"] == "HttpStatusError" and "HTTP 400" in dead[1]["message"]
-    assert dead[2]["error"] == "RefusedDestination"
-    assert set(run.out_by_id()) == {3, 4}
-    assert CANARY not in run.result.stdout
-    assert CANARY not in run.result.stderr
-    for path in run.root.rglob("*"):
-        if path.is_file():
-            assert CANARY.encode() not in path.read_bytes(), path
-    log = api.log()
-    assert len(log) == 7  # 4 redirects, 3 answers
-    assert all(e["authorization"] for e in log if e["path"] == "/redirect")
-    geo = {query_of(e)["zip"]: e for e in log if e["path"] == "/geo"}
-    assert geo["12a45"]["authorization"] and geo["54321"]["authorization"]
-    assert geo["12345"]["authorization"] is False  # localhost: another host, no credentials
-
-
-def test_credentials_do_not_follow_a_redirect_to_another_port(write: Any, api: Api) -> None:
-    """A redirect from the pipeline's server to another port on the same host (another
-    origin: another service, so a destination from data) is refused unless allowed; allowed,
-    it is followed without the Authorization header; a redirect within the same origin keeps
-    it."""
-    other = Api().start()
-    try:
-        records = [{"id": 1, "to": other.url("/geo?zip=12345")},
-                   {"id": 2, "to": api.url("/geo?zip=54321")}]
-        options = {"url": api.url("/redirect"), "params": {"to": "{to}"},
-                   "headers": {"Authorization": "Bearer ${API_TOKEN}"},
-                   "fields": {"city": "city"}}
-        refused = run_step(write, options, records, env={"API_TOKEN": CANARY})
-        assert [(d["record"]["id"], d["error"]) for d in refused.dead] == [
-            (1, "RefusedDestination")]
-        assert other.log() == []
-        api.reset()
-        run = run_step(write, {**options, "allow_hosts": ["127.0.0.1"]}, records,
-                       env={"API_TOKEN": CANARY})
-        elsewhere = other.log()
-    finally:
-        other.stop()
-    assert not run.dead and len(run.out) == 2
-    assert [(e["path"], e["authorization"]) for e in elsewhere] == [("/geo", False)]
-    here = api.log()
-    assert len(here) == 3
-    assert all(e["authorization"] for e in here)
-
-
-def test_a_token_echoed_in_an_error_response_is_redacted(write: Any) -> None:
-    """An API that echoes the credential in its 401 body (as many do for a bad key) does not
-    put it in the dead letter, even when the variable's name does not look secret: the
-    Authorization header's value and its token are both hidden."""
-    seen: list[bool] = []
-
-    async def echo(request: web.Request) -> web.Response:
-        auth = request.headers.get("Authorization", "")
-        seen.append(bool(auth))
-        return web.json_response({"error": f"token {auth.removeprefix('Bearer ')} is not "
-                                  f"valid (header: {auth})"}, status=401)
-
-    app = web.Application()
-    app.router.add_get("/me", echo)
-    server = Served(lambda: AppServer(app)).start()
-    try:
-        run = run_step(write, {"url": server.url("/me"), "into": "me",
-                               "headers": {"Authorization": "Bearer ${GITHUB_PAT}"}},
-                       [{"id": 1}], env={"GITHUB_PAT": CANARY})
-    finally:
-        server.stop()
-    assert seen == [True]
-    assert len(run.dead) == 1
-    letter = run.dead[0]
-    assert letter["error"] == "HttpStatusError"
-    assert "HTTP 401" in letter["message"] and "is not valid" in letter["message"]
-    assert CANARY not in json.dumps(letter)
-    assert CANARY not in run.result.stdout + run.result.stderr
 
 
 # -- 13. grouped requests ----------------------------------------------------------------------
