@@ -75,7 +75,6 @@ class AdaptiveLimit:
         self._last_decrease = 0.0
         self._latency = 0.0  # smoothed seconds per request: the decrease window
         self.paused_until = 0.0
-        self.decreases = 0
 
     @property
     def limit(self) -> int:
@@ -127,5 +126,4 @@ class AdaptiveLimit:
             return
         self._last_decrease = now
         self._successes = 0
-        self.decreases += 1
         self.slots.limit = self.limit // 2

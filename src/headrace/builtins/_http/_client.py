@@ -201,8 +201,6 @@ class Reply:
     headers: Mapping[str, str]
     body: Any
     url: URL
-    size: int = 0
-    elapsed: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -238,7 +236,6 @@ class HttpClient:
         self._hosts: dict[str, AdaptiveLimit] = {}
         self._proxies: dict[tuple[str, str], str | None] = {}
         self._allowed: set[tuple[str, str | None, int | None, bool]] = set()
-        self.requests = 0
 
     async def open(self) -> None:
         if not self.options.verify:
@@ -303,10 +300,6 @@ class HttpClient:
                                                      adaptive=self.options.adaptive)
         return limit
 
-    def host_limits(self) -> dict[str, int]:
-        """Each host's current concurrency limit (for progress and tests)."""
-        return {key: limit.limit for key, limit in self._hosts.items()}
-
     def call(self, request: Request, read: Read = "json",
              consume: Callable[[aiohttp.ClientResponse], Awaitable[Any]] | None = None,
              ) -> Awaitable[Reply]:
@@ -344,8 +337,6 @@ class HttpClient:
         try:
             for _hop in range(self.options.max_redirects + 1):
                 url = self._check(url, from_data)
-                self.requests += 1
-                started = time.monotonic()
                 with self.guard.data_urls(True) if from_data else _NOT_FROM_DATA:
                     async with self.session.request(
                         method, url, params=params, headers=headers, json=json_body, data=data,
@@ -367,8 +358,7 @@ class HttpClient:
                             body = await consume(response)
                         else:
                             body = await self._read(response, read, method, url)
-                        reply = Reply(response.status, response.headers, body, url,
-                                      elapsed=time.monotonic() - started)
+                        reply = Reply(response.status, response.headers, body, url)
                         if "Link" in response.headers:
                             link = response.links.get("next")
                             if link is not None:
