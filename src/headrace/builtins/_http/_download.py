@@ -164,7 +164,7 @@ class Downloader:
         length = response.content_length
         if length is not None and length > cap:
             raise ResponseTooLarge(f"{display_url(response.url)} is {length} bytes, over "
-                           f"max_response_bytes ({cap})")
+                                   f"max_response_bytes ({cap})")
         digest = hashlib.sha256()
         size = 0
         pending: list[bytes] = []
