@@ -128,11 +128,11 @@ class Runner:
         self.resume = resume
         threshold = config.runtime.loop_block_warning
         self._watchdog = LoopWatchdog(threshold) if threshold else None
-        self.fingerprint = plan.source.fingerprint() if plan.source.resumable else None
+        fingerprint = plan.source.fingerprint()  # a stat() of the input: once
+        self.fingerprint = fingerprint if plan.source.resumable else None
         self.checkpointing = (config.runtime.checkpoint and self.fingerprint is not None
                               and plan.sink.resumable)
         plan.sink.checkpointing = self.checkpointing
-        fingerprint = plan.source.fingerprint()
         plan.sink.input_identity = (json.dumps(fingerprint, sort_keys=True)
                                     if fingerprint is not None else "")
         self.ledger = Ledger(default_run_dir(plan.pipeline.base_dir, config.name,
