@@ -60,6 +60,8 @@ class FileSink(Sink):
 
     Options: ClassVar[type[FileSinkOptions]] = FileSinkOptions
     options: FileSinkOptions
+    atomic = True  # .partial + fsync + rename
+    idempotent = True  # a resume cuts the partial file back to the checkpoint
 
     def __init__(self, options: FileSinkOptions, context: Any) -> None:
         super().__init__(options, context)

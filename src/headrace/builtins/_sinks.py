@@ -237,6 +237,8 @@ class StdoutSink(JsonlSink):
     summary = "records to stdout as JSON Lines or CSV"
     Options: ClassVar[type[StdoutOptions]] = StdoutOptions
     options: StdoutOptions
+    atomic = False  # what is printed is gone
+    idempotent = False
     _csv: pacsv.CSVWriter | None = None
 
     def _open_writer(self, handle: IO[bytes], schema: pa.Schema) -> None:

@@ -102,6 +102,7 @@ class SqliteSink(Sink):
     Options: ClassVar[type[SqliteOptions]] = SqliteOptions
     options: SqliteOptions
     resumable = True
+    idempotent = True  # upsert by key, or a resume deletes rows after the checkpoint's rowid
 
     def __init__(self, options: SqliteOptions, context: Any) -> None:
         super().__init__(options, context)

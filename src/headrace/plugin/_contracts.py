@@ -39,6 +39,11 @@ class Plugin(ABC):
     #: (through ``context.policy``); steps always get them, sources and sinks only if true.
     applies_policy: ClassVar[bool] = False
     transient_errors: ClassVar[tuple[type[BaseException], ...]] = ()
+    #: Example options for ``plugins show`` and the conformance suite (``headrace.testing``).
+    example: ClassVar[dict[str, Any] | None] = None
+    #: Whether one instance may be called from several threads at once (``process`` of a
+    #: step with ``concurrency > 1`` on the thread executor); the engine relies on it.
+    thread_safe: ClassVar[bool] = True
 
     def __init__(self, options: Any, context: PluginContext) -> None:
         self.options = options
@@ -187,6 +192,12 @@ class Sink(Plugin):
 
     kind = "sink"
     resumable: bool = False
+    #: Writing the same records again (a replay after a crash) leaves no duplicates: the
+    #: sink keys its output (upsert, idempotency keys) or truncates to its checkpoint.
+    idempotent: ClassVar[bool] = False
+    #: Output appears under its final name only when ``finish`` succeeds (temp + rename,
+    #: one transaction): a failed run leaves no partial output behind.
+    atomic: ClassVar[bool] = False
     #: Set by the engine before ``open`` when the run keeps checkpoints.
     checkpointing: bool = False
     #: Set by the engine before ``open``: what identifies the input (the source's

@@ -260,6 +260,7 @@ class DownloadSink(Sink):
     Options: ClassVar[type[DownloadOptions]] = DownloadOptions
     options: DownloadOptions
     resumable = True  # every file is complete once write() returns; resume skips them
+    idempotent = True
     applies_policy = True
     transient_errors = TRANSIENT_ERRORS
 

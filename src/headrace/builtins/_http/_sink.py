@@ -49,6 +49,7 @@ class HttpSink(Sink):
     Options: ClassVar[type[HttpSinkOptions]] = HttpSinkOptions
     options: HttpSinkOptions
     resumable = True  # each write completes its requests; a replay reuses the same keys
+    idempotent = True  # the server de-duplicates by Idempotency-Key
     applies_policy = True
     transient_errors = TRANSIENT_ERRORS
 
