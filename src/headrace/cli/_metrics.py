@@ -91,6 +91,9 @@ class MetricsObserver:
                                  ["step"], namespace=NAMESPACE, registry=r,
                                  buckets=LATENCY_BUCKETS)
         self.in_flight = gauge("step_in_flight", "Calls in flight in a step.", ["step"])
+        self.plugin_counts = counter("plugin", "Counters plugins keep (context.emit).",
+                                     ["plugin", "name"])
+        self._plugin_seen: dict[tuple[str, str], float] = {}
         self.edge_queued = gauge("edge_queued_batches", "Batches waiting on an edge "
                                  "(channel) between two stages.", ["edge"])
         self.edge_capacity = gauge("edge_capacity_batches", "Batches an edge can hold.",
@@ -199,6 +202,15 @@ class MetricsObserver:
             self.edge_capacity.labels(edge.edge).set(edge.capacity)
         for step, calls in event.in_flight:
             self.in_flight.labels(step).set(calls)
+        self._plugin_totals(event.plugin_metrics)
+
+    def _plugin_totals(self, totals: Iterable[tuple[str, str, float]]) -> None:
+        # Plugins keep totals; the counter adds what is new since the last sample.
+        for plugin, name, total in totals:
+            new = total - self._plugin_seen.get((plugin, name), 0.0)
+            if new > 0:
+                self.plugin_counts.labels(plugin, name).inc(new)
+                self._plugin_seen[(plugin, name)] = total
 
     def _checkpoint(self, event: CheckpointCommitted) -> None:
         self.checkpoint_position.set(event.position)
@@ -210,6 +222,9 @@ class MetricsObserver:
 
     def _run_finished(self, event: RunFinished) -> None:
         self._set_status(str(event.summary.get("status", "failed")))
+        metrics = event.summary.get("plugin_metrics", {})
+        self._plugin_totals((plugin, name, total) for plugin, counts in metrics.items()
+                            for name, total in counts.items())
         for step in self._known_steps():
             self.in_flight.labels(step).set(0)
         differences = self.differences(event.summary)

@@ -79,6 +79,8 @@ class Sampled:
 
     edges: tuple[EdgeFill, ...]
     in_flight: tuple[tuple[str, int], ...]
+    #: (plugin id, name, total so far) of the counters plugins keep with ``context.emit``.
+    plugin_metrics: tuple[tuple[str, str, float], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from headrace.config import POLICY_KEYS, LoadedPipeline, Loc, PluginSpec, validation_error
 from headrace.errors import ConfigValueError, ExpressionError, HeadraceError
-from headrace.plugin import Plugin, PluginContext, Sink, Source, Step, load_plugin
+from headrace.plugin import Plugin, PluginContext, RunServices, Sink, Source, Step, load_plugin
 
 from ._resilience import StepPolicy
 
@@ -36,6 +36,8 @@ class Plan:
     source: Source
     steps: list[PlannedStep]
     sink: Sink
+    #: Shared by every plugin's context: metrics, stop flag, HTTP session, scratch root.
+    services: RunServices
 
     @property
     def name(self) -> str:
@@ -58,8 +60,9 @@ def _unique_ids(specs: list[PluginSpec]) -> list[str]:
     return ids
 
 
-def _instantiate(
-    kind: str, spec: PluginSpec, plugin_id: str, path: Loc, loaded: LoadedPipeline
+def _instantiate(  # noqa: PLR0917 - one call site per kind
+    kind: str, spec: PluginSpec, plugin_id: str, path: Loc, loaded: LoadedPipeline,
+    services: RunServices,
 ) -> Plugin:
     where = loaded.locations.where((*path, "use"))
     try:
@@ -92,6 +95,7 @@ def _instantiate(
         locations=loaded.locations,
         config_path=path,
         policy=policy,
+        services=services,
     )
     try:
         return cls(options, context)
@@ -108,12 +112,13 @@ def build_plan(loaded: LoadedPipeline) -> Plan:
     base = str(loaded.base_dir)
     if base not in sys.path:
         sys.path.insert(0, base)
+    services = RunServices()
     source = _instantiate("source", config.source, config.source.id or config.source.use,
-                          ("source",), loaded)
+                          ("source",), loaded, services)
     steps: list[PlannedStep] = []
     for index, (spec, step_id) in enumerate(zip(config.steps, _unique_ids(config.steps),
                                                  strict=True)):
-        step = _instantiate("step", spec, step_id, ("steps", index), loaded)
+        step = _instantiate("step", spec, step_id, ("steps", index), loaded, services)
         assert isinstance(step, Step)
         executor = spec.executor or ("async" if step.is_async else step.default_executor)
         if executor not in step.supported_executors:
@@ -125,9 +130,10 @@ def build_plan(loaded: LoadedPipeline) -> Plan:
         policy = step.context.policy
         assert isinstance(policy, StepPolicy)
         steps.append(PlannedStep(step=step, spec=spec, executor=executor, policy=policy))
-    sink = _instantiate("sink", config.sink, config.sink.id or config.sink.use, ("sink",), loaded)
+    sink = _instantiate("sink", config.sink, config.sink.id or config.sink.use, ("sink",),
+                        loaded, services)
     assert isinstance(source, Source) and isinstance(sink, Sink)
-    return Plan(pipeline=loaded, source=source, steps=steps, sink=sink)
+    return Plan(pipeline=loaded, source=source, steps=steps, sink=sink, services=services)
 
 
 def check_schemas(plan: Plan) -> list[tuple[str, Any]]:

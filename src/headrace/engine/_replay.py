@@ -117,7 +117,7 @@ def replay_plan(plan: Plan, path: Path, only_step: str | None) -> ReplayPlan:
                                f"{known})")
     letters, skipped = read_letters(path, step_index, only_step)
     context = PluginContext(plugin_id="dead-letters", base_dir=plan.pipeline.base_dir,
-                            pipeline_name=plan.name)
+                            pipeline_name=plan.name, services=plan.services)
     source = DeadLetterSource(path, letters, context)
     return ReplayPlan(Plan(pipeline=plan.pipeline, source=source, steps=plan.steps,
-                           sink=plan.sink), len(letters), skipped)
+                           sink=plan.sink, services=plan.services), len(letters), skipped)

@@ -15,32 +15,25 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 import anyio
 import anyio.from_thread
 
 from headrace.config import BreakerPolicy, Policies
-from headrace.plugin import BreakerOpen, RetriesExhausted, TransientError, cancellation_point
+from headrace.plugin import (
+    BreakerOpen,
+    Clock,
+    RetriesExhausted,
+    SystemClock,
+    TransientError,
+    cancellation_point,
+)
 
 from ._events import BreakerChanged, Event, RateLimited, RetryScheduled
 
 T = TypeVar("T")
 HALF_OPEN_POLL = 0.05  # seconds between checks while half-open probes are all taken
-
-
-class Clock(Protocol):
-    def now(self) -> float: ...
-
-    async def sleep(self, seconds: float) -> None: ...
-
-
-class SystemClock:
-    def now(self) -> float:
-        return time.monotonic()
-
-    async def sleep(self, seconds: float) -> None:
-        await anyio.sleep(seconds)
 
 
 def _wall(at: float | None = None) -> str:

@@ -107,6 +107,7 @@ class Runner:
         self.bus = EventBus(observers)
         self.stats = RunStats(steps=[StepStats(id=p.id) for p in plan.steps])
         self.stop = StopControl()
+        plan.services.bind(stopping=lambda: self.stop.reason is not None)
         config = plan.pipeline.config
         # What decides the output: not ``runtime`` (drain timeout, channel sizes, policies'
         # defaults), which a resumed run may change.
@@ -267,7 +268,7 @@ class Runner:
                 for name, stream in self._gauges
             )
             in_flight = tuple((stage.stats.id, stage.in_flight) for stage in self._stages)
-            self.bus.emit(Sampled(edges, in_flight))
+            self.bus.emit(Sampled(edges, in_flight, self.plan.services.metric_totals()))
             await anyio.sleep(SAMPLE_INTERVAL)
 
     async def _begin(self) -> None:
@@ -387,6 +388,7 @@ class Runner:
         finally:
             with anyio.CancelScope(shield=True):
                 await self._close_outputs(error, cancelled_by_signal)
+                await self.plan.services.aclose()  # every plugin has closed by now
         if cancelled_by_signal:
             with anyio.CancelScope(shield=True):
                 await self.plan.sink.abort()
@@ -447,6 +449,11 @@ class Runner:
             extra["loop_stalls"] = {"count": len(stalls),
                                     "longest_s": max(s.seconds for s in stalls),
                                     "where": sorted({s.where for s in stalls})}
+        plugin_metrics: dict[str, dict[str, float]] = {}
+        for plugin, name, total in self.plan.services.metric_totals():
+            plugin_metrics.setdefault(plugin, {})[name] = total
+        if plugin_metrics:
+            extra["plugin_metrics"] = plugin_metrics
         if self.checkpointing:
             extra["checkpoint"] = {
                 "records": self._resumed_records + self._committed_records,

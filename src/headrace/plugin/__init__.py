@@ -4,7 +4,7 @@ Layer: imports ``headrace.config`` and ``headrace.errors`` only.
 """
 
 from ._batch import Batch, DeadRecord, Position, empty_table, warm_arrow_conversions
-from ._context import PluginContext
+from ._context import Clock, PluginContext, RunServices, SystemClock
 from ._contracts import (
     DataError,
     Executor,
@@ -25,6 +25,7 @@ __all__ = [
     "Batch",
     "BreakerOpen",
     "CallPolicy",
+    "Clock",
     "DataError",
     "DeadRecord",
     "Executor",
@@ -35,11 +36,13 @@ __all__ = [
     "Position",
     "RetriesExhausted",
     "Retry",
+    "RunServices",
     "Sink",
     "Source",
     "SqlEvaluator",
     "Step",
     "StepOutput",
+    "SystemClock",
     "TransientError",
     "cancellation_point",
     "check_syntax",
