@@ -1,4 +1,5 @@
-"""Pipeline files: the model, loading (YAML/TOML), interpolation, overrides, secrets.
+"""Pipeline files: the model, loading (YAML/TOML), interpolation, overrides, secrets, and
+the user's layers under them (the user config file, ``HEADRACE_<PLUGIN>__<OPTION>``).
 
 Layer: imports only ``headrace.errors`` (and pydantic, ruamel.yaml, tomllib).
 """
@@ -25,6 +26,7 @@ from ._policies import (
     parse_duration,
 )
 from ._secrets import is_secret_name, redact, redact_data, register_secret
+from ._user import UserConfig, disabled_plugins, load_user_config
 
 __all__ = [
     "POLICY_KEYS",
@@ -42,10 +44,13 @@ __all__ = [
     "RateLimitPolicy",
     "RetryPolicy",
     "RuntimeConfig",
+    "UserConfig",
     "did_you_mean",
+    "disabled_plugins",
     "dotted",
     "is_secret_name",
     "load_pipeline",
+    "load_user_config",
     "parse_byte_size",
     "parse_duration",
     "parse_scalar",

@@ -1,4 +1,8 @@
-"""Where each key of a pipeline file sits, so errors can name ``file:line``."""
+"""Where each key of a pipeline file sits, so errors can name ``file:line``.
+
+A key that came from another layer (``--set``, an ``HEADRACE_<PLUGIN>__<OPTION>`` variable, the
+user config file) has an origin instead, and errors name that: ``env HEADRACE_CSV__DELIMITER``.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +15,15 @@ Loc = tuple[str | int, ...]
 
 @dataclass
 class Locations:
-    """Maps a key path such as ``("steps", 0, "where")`` to its 1-based line in ``file``."""
+    """Maps a key path such as ``("steps", 0, "where")`` to its 1-based line in ``file``.
+
+    ``origins`` maps key paths to where their value came from, as printed (``p.yaml:12``,
+    ``--set``, ``env NAME``, ``user config FILE:LINE``); it wins over ``lines``.
+    """
 
     file: Path
     lines: dict[Loc, int] = field(default_factory=dict)
+    origins: dict[Loc, str] = field(default_factory=dict)
 
     def line_of(self, path: Loc) -> int | None:
         """The line of ``path``, or of its nearest ancestor that has one."""
@@ -25,8 +34,17 @@ class Locations:
         return None
 
     def where(self, path: Loc) -> str:
-        line = self.line_of(path)
-        return f"{self.file}:{line}" if line is not None else str(self.file)
+        """The origin of ``path`` or of its nearest ancestor that has one: ``file:line``,
+        ``--set``, ``env NAME`` or ``user config FILE:LINE``."""
+        for end in range(len(path), -1, -1):
+            prefix = tuple(path[:end])
+            origin = self.origins.get(prefix)
+            if origin is not None:
+                return origin
+            line = self.lines.get(prefix)
+            if line is not None:
+                return f"{self.file}:{line}"
+        return str(self.file)
 
 
 _TOML_ARRAY = re.compile(r"^\s*\[\[\s*([^\]]+?)\s*\]\]")
