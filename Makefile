@@ -24,10 +24,11 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/run.py
 
 # The lock pins every dependency, so CI and laptops install the same versions.
-$(VENV)/.installed: pyproject.toml requirements.lock
+$(VENV)/.installed: pyproject.toml requirements.lock examples/plugin-example/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c requirements.lock -e '.[dev,bench,uvloop]'
+	$(BIN)/python -m pip install -q --no-deps -e examples/plugin-example
 	touch $@
 
 clean:
