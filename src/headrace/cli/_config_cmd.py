@@ -100,10 +100,17 @@ def _row(loaded: Any, path: tuple[str | int, ...], value: Any, given: bool) -> R
         origin = ", ".join(sorted(set(below.values())))
     row: Row = {"value": _mask(value, any(is_secret_name(str(p)) for p in path[1:])),
                 "origin": origin}
-    parts = {dotted(p[len(path) - 1:]): o for p, o in below.items() if o != origin}
+    # Keys below that another layer gave (not merely another line of the same file).
+    parts = {dotted(p[len(path) - 1:]): o for p, o in below.items()
+             if _without_line(o) not in _without_line(origin)}
     if given and parts:
         row["parts"] = parts
     return row
+
+
+def _without_line(origin: str) -> str:
+    head, _, line = origin.rpartition(":")
+    return head if head and line.isdigit() else origin
 
 
 def _mask(value: Any, secret: bool) -> Any:
@@ -146,5 +153,5 @@ def render(document: dict[str, Any], file: str) -> str:
         for key, row in rows.items():
             blocks.append(f"  {key:<{key_width}}  {shown[key]:<{value_width}}  {row['origin']}")
             for part, origin in row.get("parts", {}).items():
-                blocks.append(f"  {'':<{key_width}}  {'  .' + part:<{value_width}}  {origin}")
+                blocks.append(f"  {'':<{key_width}}  {'  ' + part:<{value_width}}  {origin}")
     return "\n".join(blocks)

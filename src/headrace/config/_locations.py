@@ -72,6 +72,8 @@ def toml_locations(file: Path, text: str) -> Locations:
             locations.lines[tuple(prefix)] = number
         elif match := _TOML_TABLE.match(line):
             prefix = list(_split_dotted(match.group(1)))
+            for end in range(1, len(prefix)):  # [a.b] also says where a begins
+                locations.lines.setdefault(tuple(prefix[:end]), number)
             locations.lines[tuple(prefix)] = number
         elif match := _TOML_KEY.match(line):
             locations.lines[(*prefix, *_split_dotted(match.group(1)))] = number
