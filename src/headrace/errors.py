@@ -8,7 +8,8 @@
     │   ├── ConfigValueError       an unknown key, a wrong type, a missing variable
     │   ├── PluginNotFoundError    ``use:`` names no known plugin
     │   └── ExpressionError        a SQL expression that does not compile
-    ├── PluginError                a plugin failed to load or misbehaved (exit 2 at load)
+    ├── PluginError                a plugin failed to load or broke its contract (exit 2)
+    │   └── PluginFailed           a plugin raised while running: open, read, write, close (1)
     ├── SourceError                a source cannot be read at all (exit 1)
     ├── SinkError                  a sink cannot write (not writable, disk full) (exit 1)
     └── StepError                  a step failed and its policy says ``on_error: fail`` (exit 1)
@@ -29,6 +30,7 @@ __all__ = [
     "ExpressionError",
     "HeadraceError",
     "PluginError",
+    "PluginFailed",
     "PluginNotFoundError",
     "SinkError",
     "SourceError",
@@ -80,6 +82,13 @@ class PluginError(HeadraceError):
     """A plugin could not be loaded or broke its contract."""
 
     exit_code = 2
+
+
+class PluginFailed(PluginError):
+    """A plugin raised an unexpected exception in ``open``, while reading or writing, in
+    ``checkpoint``/``finish``, or in ``close``; the message names the plugin and the phase."""
+
+    exit_code = 1
 
 
 class SourceError(HeadraceError):

@@ -16,6 +16,7 @@ import typer
 
 from headrace._version import __version__
 from headrace.cli._logging import LogFormat, setup_logging
+from headrace.cli._plugins_cmd import plugins_app
 from headrace.errors import HeadraceError
 
 app = typer.Typer(
@@ -25,7 +26,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-plugins_app = typer.Typer(help="Discovered plugins and their options.", no_args_is_help=True)
 app.add_typer(plugins_app, name="plugins")
 dlq_app = typer.Typer(help="Inspect dead-letter files.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
@@ -280,46 +280,6 @@ def schema() -> None:
     from headrace.cli._schema import pipeline_json_schema
 
     typer.echo(json.dumps(pipeline_json_schema(), indent=2))
-
-
-@plugins_app.command("list")
-def plugins_list(
-    kind: Annotated[str | None, typer.Option(help="source, step or sink")] = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """List discovered plugins."""
-    from headrace.plugin import discover
-
-    found = [p for p in discover() if kind is None or p.kind == kind]
-    if as_json:
-        typer.echo(json.dumps([p.__dict__ for p in found]))
-        return
-    for p in found:
-        typer.echo(f"{p.kind:<7} {p.name:<10} {p.distribution} {p.version}  ({p.target})")
-
-
-@plugins_app.command("show")
-def plugins_show(
-    name: Annotated[str, typer.Argument(help="Plugin name.")],
-    kind: Annotated[str | None, typer.Option(help="source, step or sink")] = None,
-) -> None:
-    """Show a plugin's options."""
-    from headrace.cli._schema import options_rows
-    from headrace.errors import PluginNotFoundError
-    from headrace.plugin import discover, load_plugin
-
-    matches = [p for p in discover() if p.name == name and (kind is None or p.kind == kind)]
-    if not matches:
-        from headrace.config import did_you_mean
-
-        names = sorted({p.name for p in discover()})
-        raise PluginNotFoundError(f"no plugin named '{name}'",
-                                  hint=did_you_mean(name, names) or "headrace plugins list")
-    for info in matches:
-        cls = load_plugin(info.kind, info.name)
-        typer.echo(f"{info.kind} {info.name} ({info.distribution} {info.version}): {cls.summary}")
-        for option, type_name, default, description in options_rows(info.kind, info.name):
-            typer.echo(f"  {option:<16} {type_name:<22} {default:<14} {description}")
 
 
 @dlq_app.command("show")

@@ -195,6 +195,9 @@ class Runner:
                 raise
             except (OSError, pa.ArrowException) as exc:
                 raise SourceError(f"source '{self._source_id}': {exc}") from exc
+            except Exception as exc:
+                with source.failures("read"):
+                    raise exc from None
             finally:
                 with anyio.CancelScope(shield=True):
                     await iterator.aclose()  # type: ignore[attr-defined]
@@ -213,6 +216,9 @@ class Runner:
                 except (OSError, pa.ArrowException) as exc:
                     reason = getattr(exc, "strerror", None) or exc
                     raise SinkError(f"sink '{self.plan.sink.describe()}': {reason}") from exc
+                except Exception as exc:
+                    with self.plan.sink.failures("write"):
+                        raise exc from None
                 if refused:
                     self.stats.sink_dead += len(refused)
                     batch.dead = [(self.plan.sink.context.plugin_id, r) for r in refused]
@@ -244,7 +250,8 @@ class Runner:
         self._last_checkpoint = time.monotonic()
         if self._last_position is None:
             return
-        sink_state = await self.plan.sink.checkpoint()
+        with self.plan.sink.failures("checkpoint"):
+            sink_state = await self.plan.sink.checkpoint()
         dead_state = await anyio.to_thread.run_sync(self.dead_letters.checkpoint)
         records = self._resumed_records + self._committed_records
         checkpoint = Checkpoint(
@@ -291,14 +298,16 @@ class Runner:
         self._publishing = (self.resume and previous == "publishing"
                            and checkpoint is not None)
         state = checkpoint or Checkpoint({}, {}, {}, 0)
-        await self.plan.sink.resume({**state.sink, "publishing": True} if self._publishing
-                                    else state.sink)
+        with self.plan.sink.failures("resume"):
+            await self.plan.sink.resume({**state.sink, "publishing": True} if self._publishing
+                                        else state.sink)
         await anyio.to_thread.run_sync(self.dead_letters.resume, state.dead_letters,
                                        self._publishing)
         if checkpoint is not None:
             self._resumed_records = checkpoint.records
             self._resumed_dead = int(checkpoint.dead_letters.get("count", 0))
-            await self.plan.source.resume(checkpoint.source)
+            with self.plan.source.failures("resume"):
+                await self.plan.source.resume(checkpoint.source)
             logger.info("resuming after record %d", checkpoint.records)
 
     async def _flow(self) -> None:
@@ -336,10 +345,12 @@ class Runner:
                     if self.checkpointing:  # from here a crash leaves a partial publication
                         await anyio.to_thread.run_sync(self.ledger.mark_publishing)
                         self._publishing = True
-                    await self.plan.sink.finish()
+                    with self.plan.sink.failures("finish"):
+                        await self.plan.sink.finish()
                     self.published = True
                 else:
-                    await self.plan.sink.abort()  # closes; the checkpointed part stays
+                    with self.plan.sink.failures("abort"):
+                        await self.plan.sink.abort()  # closes; the checkpointed part stays
 
     async def _watch_signals(self, flow_scope: anyio.CancelScope) -> None:
         drain_timeout = self.plan.pipeline.config.runtime.drain_timeout
@@ -378,7 +389,7 @@ class Runner:
         except BaseException as exc:
             first = _first_error(exc)
             with anyio.CancelScope(shield=True):
-                await self.plan.sink.abort()
+                await self._abort_after(first)
             if isinstance(first, HeadraceError):
                 error = first
             elif isinstance(first, Exception):
@@ -391,8 +402,20 @@ class Runner:
                 await self.plan.services.aclose()  # every plugin has closed by now
         if cancelled_by_signal:
             with anyio.CancelScope(shield=True):
-                await self.plan.sink.abort()
+                await self._abort_after(None)
         return self._result(error, cancelled_by_signal, time.perf_counter() - started)
+
+    async def _abort_after(self, original: BaseException | None) -> None:
+        """Discard the sink's partial output after a failure; an error here is reported,
+        never raised over the failure that led here."""
+        sink = self.plan.sink
+        try:
+            with sink.failures("abort"):
+                await sink.abort()
+        except Exception as exc:
+            message = exc.message if isinstance(exc, HeadraceError) else repr(exc)
+            self.plan.services.teardown_errors.append(message)
+            logger.error("%s (while handling %s)", message, original)
 
     async def _close_outputs(self, error: HeadraceError | None, cancelled: bool) -> None:
         """Dead letters: published with the output, or kept for ``--resume`` when a
@@ -454,6 +477,8 @@ class Runner:
             plugin_metrics.setdefault(plugin, {})[name] = total
         if plugin_metrics:
             extra["plugin_metrics"] = plugin_metrics
+        if self.plan.services.teardown_errors:
+            extra["teardown_errors"] = list(self.plan.services.teardown_errors)
         if self.checkpointing:
             extra["checkpoint"] = {
                 "records": self._resumed_records + self._committed_records,

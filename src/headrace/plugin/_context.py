@@ -50,6 +50,8 @@ class RunServices:
         self._scratch: Path | None = None
         self._lock = threading.Lock()  # plugins count from worker threads too
         self.metrics: dict[tuple[str, str], float] = {}
+        #: Errors plugins raised in ``close`` after the run had already failed.
+        self.teardown_errors: list[str] = []
 
     def bind(self, stopping: Callable[[], bool]) -> None:
         self._stopping = stopping

@@ -2,19 +2,24 @@
 
 Lifecycle: the engine constructs a plugin with its validated options and a context, then
 ``async with plugin:`` opens it (sinks open before the source starts; the source closes first).
+``close`` always runs, also after a failure or cancellation, within ``CLOSE_TIMEOUT``; an error
+in it fails a run that was otherwise fine, and is reported (never raised) when the run already
+failed, so it never masks the first error.
 """
 
 from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import anyio
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
+
+from headrace.errors import HeadraceError, PluginFailed
 
 from ._batch import Batch, DeadRecord, Position
 from ._context import PluginContext
@@ -45,6 +50,10 @@ class Plugin(ABC):
     #: step with ``concurrency > 1`` on the thread executor); the engine relies on it.
     thread_safe: ClassVar[bool] = True
 
+    #: Set by the registry: the distribution and version the class came from ("" when it
+    #: was named by import path). Error messages name it.
+    origin: ClassVar[str] = ""
+
     def __init__(self, options: Any, context: PluginContext) -> None:
         self.options = options
         self.context = context
@@ -55,24 +64,58 @@ class Plugin(ABC):
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources; called also after failure and cancellation."""
 
+    @property
+    def label(self) -> str:
+        """``sink 'out' (headrace-example 0.1)``: how messages name this plugin."""
+        origin = f" ({self.origin})" if self.origin else ""
+        return f"{self.kind} '{self.context.plugin_id}'{origin}"
+
+    @contextlib.contextmanager
+    def failures(self, phase: str) -> Iterator[None]:
+        """An unexpected exception of this plugin becomes ``PluginFailed`` naming the plugin
+        and ``phase``; headrace's own errors and cancellation pass through unchanged."""
+        try:
+            yield
+        except HeadraceError:
+            raise
+        except Exception as exc:
+            raise PluginFailed(f"{self.label} failed in {phase}: {type(exc).__name__}: "
+                               f"{exc}") from exc
+
     async def __aenter__(self) -> Plugin:
         try:
-            await self.open()
-        except BaseException:
-            await self._close_shielded()  # a half-opened plugin holds resources too
+            with self.failures("open"):
+                await self.open()
+        except BaseException as exc:
+            await self._close_after(exc)  # a half-opened plugin holds resources too
             raise
         return self
 
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self._close_shielded()
+    async def __aexit__(self, exc_type: object, exc: BaseException | None,
+                        tb: object) -> None:
+        if exc is None:
+            await self._close()
+        else:
+            await self._close_after(exc)
 
-    async def _close_shielded(self) -> None:
+    async def _close(self) -> None:
         # Close runs even when the run is being cancelled (shielded), but not forever.
-        with anyio.move_on_after(CLOSE_TIMEOUT, shield=True) as scope:
+        with anyio.move_on_after(CLOSE_TIMEOUT, shield=True) as scope, self.failures("close"):
             await self.close()
         if scope.cancelled_caught:
-            self.context.logger.warning("%s %r did not close within %.0f s",
-                                        self.kind, self.context.plugin_id, CLOSE_TIMEOUT)
+            raise PluginFailed(f"{self.label} did not close within {CLOSE_TIMEOUT:.0f} s")
+
+    async def _close_after(self, original: BaseException) -> None:
+        """Close after ``original`` was raised: a teardown error is reported, not raised."""
+        try:
+            await self._close()
+        except Exception as exc:
+            message = exc.message if isinstance(exc, HeadraceError) else repr(exc)
+            self.context.services.teardown_errors.append(message)
+            while isinstance(original, BaseExceptionGroup) and original.exceptions:
+                original = original.exceptions[0]  # the error the run reports
+            self.context.logger.error("%s (while handling %s: %s)", message,
+                                      type(original).__name__, original)
 
 
 class Source(Plugin):
