@@ -19,6 +19,7 @@ SCHEMA = pa.schema([
     ("at", pa.timestamp("s", tz="UTC")),
 ])
 EPOCH = int(datetime(2024, 1, 1, tzinfo=UTC).timestamp())
+GOLDEN = 0x9E3779B97F4A7C15  # 2**64 / the golden ratio: SplitMix64's increment
 
 
 class SequenceOptions(Options):
@@ -54,10 +55,9 @@ class SequenceSource(Source):
         self._next = 0  # the number of the next record to generate
 
     def fingerprint(self) -> dict[str, Any] | None:
-        # What identifies the input: a resumed run refuses to continue other records.
-        o = self.options
-        return {"generator": "example-sequence", "count": o.count, "start": o.start,
-                "seed": o.seed}
+        # What identifies the input: a resumed run refuses to continue other records. (Not
+        # None: the engine keeps checkpoints only for a source with a fingerprint.)
+        return self.options.model_dump(exclude={"batch_size", "rate"})
 
     def resume_token(self, position: Position) -> dict[str, Any]:
         return {"next": position.end}  # JSON, stored in the run's ledger at each checkpoint
@@ -90,9 +90,8 @@ class SequenceSource(Source):
     def _generate(self, first: int, end: int) -> pa.Table:
         o = self.options
         n = np.arange(first, end, dtype=np.uint64)
-        # A multiplicative hash of (seed, n): cheap, vectorised, stable across numpy versions.
-        h = (n + np.uint64(o.seed) * np.uint64(0x9E3779B9)) * np.uint64(0x9E3779B97F4A7C15)
-        h ^= h >> np.uint64(31)
+        key = _mix(np.array([o.seed % 2**64], dtype=np.uint64))  # seeds far apart
+        h = _mix((n + np.uint64(1)) * np.uint64(GOLDEN) ^ key)  # a hash of (seed, n)
         values = np.round((h >> np.uint64(11)).astype(np.float64) / 2.0**53 * 100.0, 2)
         missing = None
         if o.missing_every:
@@ -105,3 +104,10 @@ class SequenceSource(Source):
             pa.array(values, pa.float64(), mask=missing),
             pa.array(EPOCH + n.astype(np.int64) * o.interval, pa.timestamp("s", tz="UTC")),
         ], schema=SCHEMA)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser: well-spread 64-bit hashes, vectorised (uint64 wraps)."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
