@@ -21,7 +21,8 @@ LAYERS = {
     "plugin": 2,
     "engine": 3,
     "builtins": 4,
-    "cli": 5,
+    "testing": 5,  # the test kit: runs pipelines through the engine
+    "cli": 6,
 }
 
 
@@ -46,7 +47,8 @@ def imports_of(path: Path) -> list[tuple[str, int]]:
 
 
 def test_layers_import_only_downward() -> None:
-    """No module imports a layer above its own (cli > builtins > engine > plugin > config)."""
+    """No module imports a layer above its own (cli > testing > builtins > engine > plugin >
+    config)."""
     violations = []
     for path in PACKAGE.rglob("*.py"):
         relative = path.relative_to(PACKAGE.parent).with_suffix("")
@@ -79,7 +81,7 @@ def test_import_headrace_is_light() -> None:
 
 
 @pytest.mark.parametrize("name", ["headrace", "headrace.config", "headrace.plugin",
-                                  "headrace.engine", "headrace.errors"])
+                                  "headrace.engine", "headrace.errors", "headrace.testing"])
 def test_public_names_are_sorted_and_exist(name: str) -> None:
     """Each public module's __all__ is sorted, and every name in it exists."""
     module = importlib.import_module(name)
@@ -90,13 +92,21 @@ def test_public_names_are_sorted_and_exist(name: str) -> None:
         assert hasattr(module, item), f"{name}.{item}"
 
 
-@pytest.mark.parametrize("name", ["headrace.config", "headrace.plugin", "headrace.engine"])
+@pytest.mark.parametrize("name", ["headrace.config", "headrace.plugin", "headrace.engine",
+                                  "headrace.testing"])
 def test_everything_public_is_exported(name: str) -> None:
     """Public names defined in a package's private modules are all re-exported."""
     module = importlib.import_module(name)
     public = {n for n in vars(module) if not n.startswith("_")}
     submodules = {n for n in public if type(getattr(module, n)).__name__ == "module"}
     assert public - submodules - {"annotations"} <= set(module.__all__)
+
+
+def test_import_testing_does_not_import_pytest() -> None:
+    """headrace.testing is usable outside pytest: only its pytest_plugin module imports it."""
+    code = "import sys, headrace.testing; print('pytest' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_error_tree_has_one_root() -> None:

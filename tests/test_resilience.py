@@ -38,36 +38,10 @@ from headrace.plugin import (
     StepOutput,
     TransientError,
 )
+from headrace.testing import FakeClock
 
 T = TypeVar("T")
 BOUND = 5.0  # real seconds any test may wait for something that should happen at once
-
-
-class FakeClock:
-    """Virtual time: ``sleep`` records its argument and moves time forward at once.
-
-    Set ``gate`` to an ``anyio.Event`` to hold every sleep until the test sets it (the call
-    is then visibly "in its backoff").
-    """
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.time = start
-        self.sleeps: list[float] = []
-        self.gate: anyio.Event | None = None
-
-    def now(self) -> float:
-        return self.time
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        began = self.time
-        if self.gate is not None:
-            await self.gate.wait()
-        self.time = max(self.time, began + seconds)
-        await anyio.lowlevel.checkpoint()
-
-    def advance(self, seconds: float) -> None:
-        self.time += seconds
 
 
 class MaxRandom(random.Random):
