@@ -19,9 +19,8 @@ from headrace.plugin import (
     Step,
     StepOutput,
     cancellation_point,
+    collect_results,
 )
-
-from ._results import collect_results
 
 RECORD_CHUNK = 8192
 

@@ -16,6 +16,7 @@ from ._contracts import (
     StepOutput,
     cancellation_point,
 )
+from ._records import RecordStep, collect_results, dead_record
 from ._registry import GROUPS, PluginInfo, discover, load_plugin
 from ._signals import BreakerOpen, CallPolicy, RetriesExhausted, Retry, TransientError
 from ._sql import SqlEvaluator, check_syntax, quote_ident, referenced_columns
@@ -34,6 +35,7 @@ __all__ = [
     "PluginContext",
     "PluginInfo",
     "Position",
+    "RecordStep",
     "RetriesExhausted",
     "Retry",
     "RunServices",
@@ -46,6 +48,8 @@ __all__ = [
     "TransientError",
     "cancellation_point",
     "check_syntax",
+    "collect_results",
+    "dead_record",
     "discover",
     "empty_table",
     "load_plugin",

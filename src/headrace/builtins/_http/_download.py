@@ -24,9 +24,17 @@ from yarl import URL
 
 from headrace.config import ByteSize, Duration
 from headrace.errors import ConfigValueError
-from headrace.plugin import Batch, DeadRecord, PluginContext, Sink, StepOutput, TransientError
+from headrace.plugin import (
+    Batch,
+    DeadRecord,
+    PluginContext,
+    Sink,
+    StepOutput,
+    TransientError,
+    collect_results,
+    dead_record,
+)
 
-from .._results import collect_results, dead_record
 from ._client import (
     TRANSIENT_ERRORS,
     HttpClient,

@@ -16,9 +16,8 @@ from pydantic import Field, model_validator
 from yarl import URL
 
 from headrace.errors import ConfigValueError, SinkError
-from headrace.plugin import Batch, DeadRecord, PluginContext, RetriesExhausted, Sink
+from headrace.plugin import Batch, DeadRecord, PluginContext, RetriesExhausted, Sink, dead_record
 
-from .._results import dead_record
 from ._client import TRANSIENT_ERRORS, HttpClient, HttpOptions, Request
 from ._template import MissingField, TemplateError, UrlTemplate, compile_value, render_value
 

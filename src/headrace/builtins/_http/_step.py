@@ -11,9 +11,8 @@ from pydantic import ConfigDict, Field, model_validator
 from yarl import URL
 
 from headrace.errors import ConfigValueError
-from headrace.plugin import Batch, PluginContext, StepOutput
+from headrace.plugin import Batch, PluginContext, StepOutput, collect_results
 
-from .._results import collect_results
 from ._client import HttpClient, HttpOptions, RecordRequestStep, Reply, Request
 from ._template import (
     MissingField,
