@@ -63,5 +63,5 @@ def test_record_step_keeps_filters_and_dead_letters(tmp_path: Path, cls: str) ->
     assert [r["id"] for r in out] == sorted(r["id"] for r in out)  # order kept
     assert {r["grade"] for r in out if r["score"] >= 90} == {"A"}
     dead = read_jsonl(tmp_path / "out/graded.dead.jsonl")
-    assert all(d["error"] == "ValueError" and d["step"] == "grade" for d in dead)
+    assert all(d["error"] == "ValueError" and d["step"] == cls.lower() for d in dead)
     assert dead[0]["message"] == "negative score -1" and dead[0]["record"]["id"] == 3
