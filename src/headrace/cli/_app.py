@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from headrace._version import __version__
+from headrace.cli._config_cmd import config_app
 from headrace.cli._logging import LogFormat, setup_logging
 from headrace.cli._plugins_cmd import plugins_app
 from headrace.errors import HeadraceError
@@ -29,6 +30,7 @@ app = typer.Typer(
 app.add_typer(plugins_app, name="plugins")
 dlq_app = typer.Typer(help="Inspect dead-letter files.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(config_app, name="config")
 
 
 class State:
