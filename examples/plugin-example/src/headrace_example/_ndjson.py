@@ -70,7 +70,7 @@ class NdjsonSink(Sink):
         if not self._done:
             await anyio.to_thread.run_sync(self._abort)
 
-    async def close(self) -> None:  # runs after finish or abort, and also if neither ran
+    async def close(self) -> None:  # always runs; after a failure, abort() may follow it
         await anyio.to_thread.run_sync(self._close_file)
 
     # -- in a worker thread -------------------------------------------------------------

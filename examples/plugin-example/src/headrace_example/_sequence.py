@@ -72,9 +72,10 @@ class SequenceSource(Source):
         size, rate = self.options.batch_size, self.options.rate
         while self._next < self.options.count and not self.context.stopping:
             first, end = self._next, min(self._next + size, self.options.count)
-            position = Position("example-sequence", first, end, unit="record", next_row=end)
             # row_ids number the records from 1, like lines: dead letters name them.
             row_ids = np.arange(first + 1, end + 1, dtype=np.int64)
+            position = Position("example-sequence", first, end, unit="record",
+                                next_row=end + 1)
             yield Batch.from_arrow(self._generate(first, end), row_ids=row_ids,
                                    position=position)
             self._next = end
