@@ -218,8 +218,9 @@ def _kind_of(name: str) -> str:
     if not kinds:
         load_plugin("source", name)  # raises the not-found error with its hint
     if len(kinds) > 1:
-        raise ConfigValueError(f"'{name}' is a {' and a '.join(kinds)} plugin",
-                               hint=f"choose with --kind {kinds[0]}")
+        named = ", a ".join(kinds[:-1]) + f" and a {kinds[-1]}"
+        raise ConfigValueError(f"'{name}' names a {named} plugin",
+                               hint=f"choose one with --kind {'|'.join(kinds)}")
     return kinds[0]
 
 

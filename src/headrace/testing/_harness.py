@@ -127,6 +127,7 @@ class Trial:
         """``async with plugin``, as the engine does, with ``open`` and ``close`` watched:
         ``close`` must be called when the block ends, and return within the timeout."""
         calls: list[str] = []
+        failed: list[CheckFailed] = []  # close()'s own failure, however the base class reports it
         open_, close = plugin.open, plugin.close
 
         async def watched_open() -> None:
@@ -135,7 +136,11 @@ class Trial:
 
         async def watched_close() -> None:
             calls.append("close")
-            await self.call("close()", close, shield=True)
+            try:
+                await self.call("close()", close, shield=True)
+            except CheckFailed as exc:
+                failed.append(exc)
+                raise
 
         plugin.open = watched_open  # type: ignore[method-assign]
         plugin.close = watched_close  # type: ignore[method-assign]
@@ -143,7 +148,9 @@ class Trial:
             async with plugin:
                 yield plugin
         except Exception as exc:
-            raise unwrap(exc) from None
+            raise (failed[0] if failed else unwrap(exc)) from None
+        if failed:
+            raise failed[0]
         if calls[-1:] != ["close"]:
             raise CheckFailed(f"close() was not called when `async with` ended (calls: "
                               f"{', '.join(calls) or 'none'})")
@@ -180,7 +187,8 @@ def describe(exc: BaseException) -> str:
 
 
 def unwrap(exc: BaseException) -> BaseException:
-    """The telling exception inside (nested) exception groups: a check result first."""
+    """The telling exception inside (nested) exception groups, or behind the plugin's
+    error wrapping (``PluginFailed`` from ...): a check result first."""
     if isinstance(exc, BaseExceptionGroup):
         inner = [unwrap(e) for e in exc.exceptions]
         for kind in (CheckFailed, CheckSkipped, Exception):
@@ -188,6 +196,11 @@ def unwrap(exc: BaseException) -> BaseException:
                 if isinstance(candidate, kind):
                     return candidate
         return inner[0]
+    cause = exc.__cause__
+    while cause is not None:
+        if isinstance(cause, CheckFailed | CheckSkipped):
+            return cause
+        cause = cause.__cause__
     return exc
 
 
@@ -225,7 +238,8 @@ async def settle(before: set[asyncio.Task[Any]], threads: set[threading.Thread])
     for thread in started:
         await anyio.to_thread.run_sync(thread.join, 1.0)
     started = [t for t in started if t.is_alive()]
-    found = [f"task {t.get_coro()!r}" for t in left] + [f"thread {t.name!r}" for t in started]
+    found = [f"task {getattr(t.get_coro(), '__qualname__', t.get_name())}" for t in left]
+    found += [f"thread {t.name!r}" for t in started]
     if not found:
         return None
     return "still running after close(): " + ", ".join(found[:3])
