@@ -216,8 +216,8 @@ def _reference_section() -> str:
 @pytest.mark.parametrize("name", headrace.plugin.__all__)
 def test_the_api_reference_describes_every_public_name(name: str) -> None:
     """Every name in headrace.plugin.__all__ has an entry in docs/plugins.md's reference."""
-    assert re.search(rf"^[-#|* ]*.*`{re.escape(name)}\b", _reference_section(), re.MULTILINE), \
-        f"{name} is not in the API reference of docs/plugins.md"
+    assert re.search(rf"^#### `{re.escape(name)}`$", _reference_section(), re.MULTILINE), \
+        f"{name} has no '#### `{name}`' entry in the API reference of docs/plugins.md"
 
 
 SNIPPET = re.compile(
@@ -238,8 +238,8 @@ def test_the_tutorial_quotes_the_example_package_as_it_is() -> None:
 
 
 def test_the_reference_names_nothing_that_is_not_public() -> None:
-    """Headings of the reference name only what headrace.plugin exports (no stale entries)."""
-    headings = re.findall(r"^### `(\w+)", _reference_section(), re.MULTILINE)
-    assert headings, "the reference has no ### `name` headings"
+    """The reference's entries name only what headrace.plugin exports (no stale entries)."""
+    headings = re.findall(r"^#### `(\w+)`", _reference_section(), re.MULTILINE)
+    assert headings, "the reference has no #### `name` headings"
     assert set(headings) <= set(headrace.plugin.__all__), set(headings) - set(
         headrace.plugin.__all__)
