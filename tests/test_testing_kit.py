@@ -402,11 +402,11 @@ class OverwritingSink(Sink):
 
 
 def test_a_sink_that_is_not_atomic_fails(tmp_path: Path) -> None:
-    """atomic and lifecycle fail when an aborted run changed the file under the final name."""
+    """atomic and lifecycle fail when writes show under the final name before finish."""
     report = check_plugin("sink", OverwritingSink, options={"path": "o.jsonl"},
                           base_dir=tmp_path)
     assert report.result("atomic").status == "failed"
-    assert "abort() changed the output" in report.result("atomic").detail
+    assert "the output changed before finish()" in report.result("atomic").detail
     assert report.result("lifecycle").status == "failed"
     assert report.result("idempotent").detail == "does not declare idempotent"
 

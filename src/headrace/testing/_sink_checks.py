@@ -147,21 +147,28 @@ async def lifecycle(trial: Trial) -> str:
 
 
 async def atomic(trial: Trial) -> str:
-    """After a complete run, a second run that writes and aborts leaves the output as is."""
+    """After a complete run, a second run's writes leave the output as it was until
+    ``finish``, and its ``abort`` leaves it so."""
     if not _sink(trial).atomic:
         raise CheckSkipped("does not declare atomic")
     if trial.subject.read_output is None and _output_path(trial) is None:
         raise CheckSkipped(f"{NO_READER} (or a path option)")
     before = await _complete_run(trial)
     sink = _sink(trial)
+    batches = _batches(trial)
     async with trial.opened(sink):
-        await _write(trial, sink, _batches(trial)[:1])
+        # All but the last batch: an interrupted run, and output unlike the complete one.
+        await _write(trial, sink, batches[:-1] or batches)
+        during = await observe(trial)
+        if during != before:
+            raise CheckFailed(f"the output changed before finish(): {_shown(before)} "
+                              f"before the run, {_shown(during)} after its writes")
         await trial.call("abort()", sink.abort)
     after = await observe(trial)
     if after != before:
         raise CheckFailed(f"abort() changed the output under the final name: "
                           f"{_shown(before)} before, {_shown(after)} after")
-    return f"abort() left the previous output ({_shown(before)}) as it was"
+    return f"writes and abort() left the previous output ({_shown(before)}) as it was"
 
 
 def _state(value: Any) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from functools import partial
 from typing import Any
 
 import anyio
@@ -62,8 +63,15 @@ async def batches(trial: Trial) -> str:
     """Batches hold what they say; positions only move forward."""
     source = _source(trial)
     async with trial.opened(source):
+        peeked = await trial.call("peek_schema()", partial(anyio.to_thread.run_sync,
+                                                           source.peek_schema))
         found = await trial.read_all(source)
     problems: list[str] = []
+    if peeked is not None and found and found[0].num_rows:
+        names = found[0].to_arrow().schema.names
+        if peeked.names != names:
+            problems.append(f"peek_schema() names the columns {peeked.names}, the first batch "
+                            f"has {names}")
     previous = None
     for number, batch in enumerate(found, 1):
         rows = len(batch.to_rows())
@@ -116,6 +124,9 @@ async def resumable(trial: Trial) -> str:
     if not source.resumable:
         raise CheckSkipped("does not declare resumable")
     fingerprint = _json_round_trip("fingerprint()", source.fingerprint())
+    if _json_round_trip("fingerprint()", source.fingerprint()) != fingerprint:
+        raise CheckFailed("fingerprint() changes between calls on the same input: a resume "
+                          "would refuse it as changed")
     async with trial.opened(source):
         found = await trial.read_all(source)
         # Asked at the end, as the engine may ask after reading ahead: the token must
