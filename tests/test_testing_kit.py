@@ -488,3 +488,13 @@ def test_the_pytest_plugin_fixtures(tmp_path: Path) -> None:
         cwd=tmp_path, capture_output=True, text=True, timeout=100, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "1 passed" in proc.stdout
+
+
+def test_the_reference_lists_every_check() -> None:
+    """docs/testing-plugins.md has a row for each check of each kind."""
+    from headrace.testing._conformance import CHECKS
+
+    text = (Path(__file__).parent.parent / "docs" / "testing-plugins.md").read_text("utf-8")
+    for kind, checks in CHECKS.items():
+        for name, _ in [("class", None), *checks]:
+            assert f"| `{name}` | " in text, (kind, name)
