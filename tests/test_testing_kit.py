@@ -94,6 +94,23 @@ def test_a_broken_pipeline_raises(tmp_path: Path) -> None:
                       "sink": {"use": "headrace.testing:ListSink"}}, base_dir=tmp_path)
 
 
+def test_the_user_config_file_is_not_read(tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A user config on the machine does not change a test's run; one passed in does."""
+    from headrace.config import load_user_config
+
+    config = tmp_path / "user.toml"
+    config.write_text('[plugins.filter]\nwhere = "a > 1"\n')
+    monkeypatch.setenv("HEADRACE_CONFIG", str(config))
+    pipeline = {"source": {"use": "headrace.testing:ListSource", "records": [{"a": 1}, {"a": 2}]},
+                "steps": [{"use": "filter"}],
+                "sink": {"use": "headrace.testing:ListSink"}}
+    with pytest.raises(ConfigError, match="where"):
+        run_pipeline(pipeline, base_dir=tmp_path)
+    outcome = run_pipeline(pipeline, base_dir=tmp_path, user_config=load_user_config())
+    assert outcome.records == [{"a": 2}]
+
+
 FAILED_ONCE: dict[str, bool] = {}
 
 

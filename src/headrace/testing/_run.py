@@ -6,7 +6,7 @@ import asyncio
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +14,7 @@ from typing import Any
 
 import anyio
 
-from headrace.config import load_pipeline
+from headrace.config import UserConfig, load_pipeline
 from headrace.engine import Runner, apply_projection, build_plan
 
 from ._list import ListSink
@@ -73,6 +73,8 @@ def run_pipeline(
     base_dir: str | os.PathLike[str] | None = None,
     overrides: Sequence[str] = (),
     resume: bool = False,
+    environ: Mapping[str, str] | None = None,
+    user_config: UserConfig | None = None,
 ) -> RunOutcome:
     """Run a pipeline through the real engine, in this thread, and return its outcome.
 
@@ -82,6 +84,9 @@ def run_pipeline(
     Without ``base_dir`` a temporary folder is used and removed afterwards, with the
     outputs written into it. ``overrides`` are ``--set`` assignments (``"sink.path=x.jsonl"``);
     ``resume`` continues an interrupted run, as ``headrace run --resume`` does.
+    ``environ`` (default ``os.environ``) gives ``${VAR}`` values and ``HEADRACE_<PLUGIN>__``
+    variables. The user config file is not read (a test should not depend on the machine):
+    pass ``user_config`` to test with one.
 
     Problems with the pipeline itself (a missing key, bad options, an unknown plugin) raise
     the ``HeadraceError`` that ``headrace validate`` would report; failures while running
@@ -101,7 +106,10 @@ def run_pipeline(
             path = _write_pipeline(pipeline, folder)
         else:
             path = Path(pipeline)
-        plan = build_plan(load_pipeline(path, overrides))
+        loaded = load_pipeline(path, overrides, environ,
+                               user_config=user_config if user_config is not None
+                               else UserConfig())
+        plan = build_plan(loaded)
         collector = plan.sink.options.name if isinstance(plan.sink, ListSink) else None
         if collector is not None and not resume:
             ListSink.clear(collector)
