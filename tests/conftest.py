@@ -33,7 +33,8 @@ class CliResult:
 def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
             stdin: bytes | None = None, timeout: float = 120) -> CliResult:
     """Run ``headrace ARGS`` as a real subprocess."""
-    full_env = {**os.environ, "NO_COLOR": "1", **(env or {})}
+    # Not the developer's own user config (tests that want one set HEADRACE_CONFIG).
+    full_env = {**os.environ, "NO_COLOR": "1", "HEADRACE_CONFIG": os.devnull, **(env or {})}
     proc = subprocess.run(
         [*HEADRACE, *args], cwd=cwd, env=full_env, input=stdin,
         capture_output=True, timeout=timeout, check=False,

@@ -183,3 +183,32 @@ def test_wrong_kind_and_unknown_name_hints(site: Path, tmp_path: Path) -> None:
     unknown = run_cli("validate", str(_pipeline(tmp_path, "geocod")), env=env)
     line = _one_error_line(unknown.stderr)
     assert "unknown step plugin 'geocod'" in line and "did you mean 'geocode'" in line
+
+
+def test_plugins_show_capabilities_and_example() -> None:
+    shown = run_cli("plugins", "show", "jsonl", "--kind", "sink")
+    assert shown.code == 0, shown.stderr
+    assert "capabilities: idempotent, atomic, thread_safe" in shown.stdout
+    assert "example:\n    use: jsonl\n    path: \"out/records.jsonl\"" in shown.stdout
+    required = run_cli("plugins", "show", "http", "--kind", "step")
+    assert "example (required options):\n    use: http\n    url: <str>" in required.stdout
+
+
+def test_plugins_check_from_the_cli(site: Path, tmp_path: Path) -> None:
+    """``plugins check``: a built-in with its example passes (exit 0); a plugin whose
+    options carry no descriptions fails the class check (exit 1); an unknown name exits 2."""
+    env = _env(site, tmp_path)
+    ok = run_cli("plugins", "check", "filter", "--json", env=env)
+    assert ok.code == 0, ok.stdout + ok.stderr
+    results = {r["name"]: r["status"] for r in json.loads(ok.stdout)}
+    assert results == {"class": "passed", "lifecycle": "passed", "step": "passed",
+                       "thread-safe": "passed"}
+    sink = run_cli("plugins", "check", "jsonl", "--kind", "sink", "--set", "path=out/x.jsonl",
+                   cwd=tmp_path, env=env)
+    assert sink.code == 0 and "0 failed" in sink.stdout, sink.stdout
+    failing = run_cli("plugins", "check", "geocode", "--set", "label=x", env=_env(
+        site, tmp_path, HEADRACE_DISABLE_PLUGINS="headrace-geo-b:geocode"))
+    assert failing.code == 1, failing.stdout + failing.stderr
+    assert "FAILED  class" in failing.stdout and "label" in failing.stdout
+    unknown = run_cli("plugins", "check", "filtr", env=env)
+    assert unknown.code == 2 and "did you mean 'filter'" in unknown.stderr

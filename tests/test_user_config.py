@@ -252,3 +252,22 @@ def test_layers_in_load_pipeline(write, tmp_path: Path) -> None:  # type: ignore
     environ["HEADRACE_FILTER__RATE_LIMIT__RATE"] = "fast"
     with pytest.raises(ConfigError, match="env HEADRACE_FILTER__RATE_LIMIT__RATE"):
         load_pipeline(tmp_path / "p.yaml", environ=environ)
+
+
+def test_list_and_mapping_values_from_env_and_set(write, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """YAML flow lists and mappings (``[a, b]``, ``{x: y}``) set list and dict options."""
+    write("p.yaml", """
+        version: 1
+        name: t
+        source: {use: jsonl, path: in.jsonl}
+        steps:
+          - use: select
+            columns: [a]
+          - use: rename
+            columns: {a: b}
+        sink: {use: csv, path: out.csv}
+        """)
+    environ = {"HEADRACE_CONFIG": "", "HEADRACE_SELECT__COLUMNS": "[a, c]"}
+    loaded = load_pipeline(tmp_path / "p.yaml", ["steps.1.columns={a: z}"], environ=environ)
+    assert loaded.config.steps[0].options == {"columns": ["a", "c"]}
+    assert loaded.config.steps[1].options == {"columns": {"a": "z"}}

@@ -60,6 +60,7 @@ class CsvSource(LineSource):
     """Reads a CSV file (or stdin) in blocks; malformed rows go to the dead-letter output."""
 
     summary = "CSV file or stdin, streamed in blocks; gzip/zstd/bz2 by extension"
+    example = {"path": "data/flights.csv", "types": {"dep_delay": "float64"}}
     Options: ClassVar[type[CsvOptions]] = CsvOptions
     options: CsvOptions
 

@@ -30,6 +30,7 @@ class JsonlSource(LineSource):
     """Reads JSON Lines; a line that is not a JSON object of the expected types is a dead letter."""
 
     summary = "JSON Lines file or stdin, streamed in blocks; gzip/zstd/bz2 by extension"
+    example = {"path": "data/events.jsonl.gz"}
     Options: ClassVar[type[JsonlOptions]] = JsonlOptions
 
     def __init__(self, options: JsonlOptions, context: Any) -> None:

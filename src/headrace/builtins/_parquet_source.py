@@ -23,6 +23,7 @@ class ParquetOptions(Options):
 
 class ParquetSource(Source):
     summary = "Parquet file, streamed batch by batch (only the columns asked for)"
+    example = {"path": "data/flights.parquet", "batch_size": 65536}
     Options: ClassVar[type[ParquetOptions]] = ParquetOptions
     options: ParquetOptions
 

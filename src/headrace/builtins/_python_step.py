@@ -63,6 +63,7 @@ class PythonStep(Step):
     """Runs your Python function on each record (or each batch), sync or async."""
 
     summary = "run a Python function per record or per batch (sync or async)"
+    example = {"function": "scoring:score", "mode": "record"}
     Options: ClassVar[type[PythonOptions]] = PythonOptions
     options: PythonOptions
 

@@ -33,6 +33,7 @@ class ParquetSinkOptions(FileSinkOptions):
 
 class ParquetSink(FileSink):
     summary = "Parquet file, written atomically (temporary name, renamed on success)"
+    example = {"path": "out/records.parquet", "compression": "zstd"}
     Options: ClassVar[type[ParquetSinkOptions]] = ParquetSinkOptions
     options: ParquetSinkOptions
     _writer: pq.ParquetWriter | None = None
@@ -180,6 +181,7 @@ class CsvSinkOptions(FileSinkOptions):
 
 class CsvSink(FileSink):
     summary = "CSV file or stdout ('-'), written atomically"
+    example = {"path": "out/records.csv"}
     Options: ClassVar[type[CsvSinkOptions]] = CsvSinkOptions
     options: CsvSinkOptions
     _writer: pacsv.CSVWriter | None = None
@@ -209,6 +211,7 @@ class CsvSink(FileSink):
 
 class JsonlSink(FileSink):
     summary = "JSON Lines file or stdout ('-'), written atomically"
+    example = {"path": "out/records.jsonl"}
     _target_handle: IO[bytes] | None = None
 
     def _open_writer(self, handle: IO[bytes], schema: pa.Schema) -> None:

@@ -38,6 +38,7 @@ class FilterStep(Step):
     """Keeps the records for which ``where`` is true (null counts as false)."""
 
     summary = "keep records where a SQL condition holds"
+    example = {"where": "score > 0 AND name IS NOT NULL"}
     Options: ClassVar[type[FilterOptions]] = FilterOptions
     options: FilterOptions
 
@@ -89,6 +90,7 @@ class DeriveStep(Step):
     """Adds or replaces columns computed by SQL expressions over the input columns."""
 
     summary = "add or replace columns computed by SQL expressions"
+    example = {"columns": {"score_pct": "score * 100", "name": "upper(name)"}}
     Options: ClassVar[type[DeriveOptions]] = DeriveOptions
     options: DeriveOptions
 
@@ -156,6 +158,7 @@ class CastStep(DeriveStep):
     """Converts columns to SQL types; a value that does not convert makes its record dead."""
 
     summary = "convert columns to SQL types (bad values go to the dead-letter output)"
+    example = {"columns": {"id": "VARCHAR", "score": "DOUBLE"}}
     Options: ClassVar[type[CastOptions]] = CastOptions  # type: ignore[assignment]
 
     def __init__(self, options: CastOptions, context: Any) -> None:
@@ -193,6 +196,7 @@ class SelectStep(Step):
     """Keeps the named columns, in the order given."""
 
     summary = "keep and reorder columns"
+    example = {"columns": ["id", "name"]}
     Options: ClassVar[type[SelectOptions]] = SelectOptions
     options: SelectOptions
     default_executor = "async"  # zero-copy: too cheap to be worth a thread hop
@@ -221,6 +225,7 @@ class RenameStep(Step):
     """Renames columns."""
 
     summary = "rename columns"
+    example = {"columns": {"name": "full_name"}}
     Options: ClassVar[type[RenameOptions]] = RenameOptions
     options: RenameOptions
     default_executor = "async"

@@ -99,6 +99,7 @@ class SqliteSink(Sink):
     """Rows into an SQLite table; one transaction per checkpoint."""
 
     summary = "SQLite table (insert or upsert), one transaction per checkpoint"
+    example = {"path": "out/records.db", "table": "records", "mode": "upsert", "key": ["id"]}
     Options: ClassVar[type[SqliteOptions]] = SqliteOptions
     options: SqliteOptions
     resumable = True

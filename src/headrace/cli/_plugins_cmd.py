@@ -138,8 +138,37 @@ def plugins_show(name: Annotated[str, typer.Argument(help="Plugin name.")],
         typer.echo("  options:")
         for option, type_name, default, description in options_rows(info.kind, info.name):
             typer.echo(f"    {option:<16} {type_name:<22} {default:<14} {description}")
-        if cls.example:
-            typer.echo("  example:")
-            typer.echo(f"    use: {info.name}")
-            for key, value in cls.example.items():
-                typer.echo(f"    {key}: {json.dumps(value)}")
+        typer.echo("  example:" if cls.example else "  example (required options):")
+        typer.echo(f"    use: {info.name}")
+        for key, value in _example(cls).items():
+            typer.echo(f"    {key}: {value}")
+
+
+def _example(cls: Any) -> dict[str, str]:
+    """The plugin's declared example, else its required options with their types."""
+    if cls.example:
+        return {key: json.dumps(value) for key, value in cls.example.items()}
+    return {field.alias or option: f"<{getattr(field.annotation, '__name__', 'value')}>"
+            for option, field in cls.Options.model_fields.items() if field.is_required()}
+
+
+@plugins_app.command("check")
+def plugins_check(
+    name: Annotated[str, typer.Argument(help="Plugin name.")],
+    kind: KindOpt = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="An option for the check: option=value (default: the plugin's example)."
+    )] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the conformance suite on an installed plugin: options model, lifecycle under
+    cancellation, and the capabilities it declares. Exit 1 when a check fails."""
+    from headrace.testing import check_installed, parse_settings
+
+    _matches(name, kind)  # an unknown name: exit 2 with a "did you mean"
+    report = check_installed(kind, name, parse_settings(set_ or []) or None)
+    if as_json:
+        typer.echo(json.dumps([r.__dict__ for r in report.results]))
+    else:
+        typer.echo(report.format())
+    raise typer.Exit(0 if report.ok else 1)

@@ -183,7 +183,8 @@ def _scalar(node: Any, constructor: Any) -> Any:
 
 
 def parse_scalar(text: str) -> Any:
-    """A ``--set`` value: YAML scalar rules (numbers, booleans, null), else the text itself."""
+    """A ``--set`` or environment value: YAML scalar rules (numbers, booleans, null), a YAML
+    flow list or mapping (``[10, 90]``, ``{a: 1}``), else the text itself."""
     from ruamel.yaml import YAML
     from ruamel.yaml.error import YAMLError
 
@@ -192,6 +193,8 @@ def parse_scalar(text: str) -> Any:
     except YAMLError:
         return text
     stripped = text.strip()
+    if isinstance(value, list | dict) and stripped[:1] in ("[", "{"):
+        return value
     if isinstance(value, str) and stripped[:1] not in ("'", '"'):
         return text  # YAML would eat "|", ">", "# ..." and the like; a quoted text is its own
     if value is None and stripped not in _NULLS:

@@ -100,7 +100,9 @@ def _instantiate(  # noqa: PLR0917 - one call site per kind
     try:
         return cls(options, context)
     except HeadraceError as exc:
-        if not exc.message.startswith(str(loaded.locations.file)):
+        # A message that already names where the value came from keeps that origin.
+        if not exc.message.startswith((str(loaded.locations.file), "env ", "user config ",
+                                       "--set")):
             exc.message = f"{loaded.locations.where(path)}: {exc.message}"
         raise
 
