@@ -4,6 +4,7 @@ subprocesses (``use: tests.lifecycle_plugins:RecordingSource``)."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import AsyncIterator
@@ -45,9 +46,10 @@ class RecordingSource(Source):
 
     async def resume(self, token: dict[str, Any]) -> None:
         _log("source.resume")
+        self._first = int(token["offset"])  # the batch after the committed one
 
     async def batches(self) -> AsyncIterator[Batch]:
-        for index in range(self.options.batches):
+        for index in range(getattr(self, "_first", 0), self.options.batches):
             _log("source.read")
             ids = pa.array(range(index * 10, index * 10 + 10), pa.int64())
             yield Batch.from_arrow(pa.table({"id": ids}), row_ids=ids.to_numpy(),
@@ -101,3 +103,59 @@ class RecordingSink(Sink):
 
     async def abort(self) -> None:
         _log("sink.abort")
+
+
+class TxOptions(Options):
+    path: str
+
+
+class TransactionalSink(Sink):
+    """A 'database' in one JSON file: rows and the engine's checkpoint are replaced together
+    (temp file + rename) on every commit, as one transaction would store them."""
+
+    summary = "rows and checkpoints committed together in one JSON file"
+    Options: ClassVar[type[TxOptions]] = TxOptions
+    options: TxOptions
+    resumable = True
+    idempotent = True
+
+    async def open(self) -> None:
+        self._file = self.context.resolve_path(self.options.path)
+        self._pending: list[int] = []
+        self._commits = 0
+
+    def _stored(self) -> dict[str, Any]:
+        if not self._file.exists():
+            return {"rows": [], "checkpoint": None}
+        return json.loads(self._file.read_text())  # type: ignore[no-any-return]
+
+    async def write(self, batch: Batch) -> None:
+        self._pending.extend(batch.to_arrow().column("id").to_pylist())
+
+    async def commit(self, checkpoint: dict[str, Any]) -> dict[str, Any]:
+        stored = self._stored()
+        state = {"rows": len(stored["rows"]) + len(self._pending)}
+        data = {"rows": stored["rows"] + self._pending,
+                "checkpoint": {**checkpoint, "sink": state}}
+        temporary = self._file.with_suffix(".tmp")
+        temporary.write_text(json.dumps(data))
+        os.replace(temporary, self._file)
+        self._pending = []
+        self._commits += 1
+        # $LIFECYCLE_EXIT_AFTER_COMMIT=N: os._exit right after the N-th commit.
+        if self._commits == int(os.environ.get("LIFECYCLE_EXIT_AFTER_COMMIT", "0")):
+            os._exit(9)  # killed between the sink's commit and the engine's ledger
+        return state
+
+    async def checkpoint(self) -> dict[str, Any]:
+        return await self.commit({})
+
+    async def stored_checkpoint(self) -> dict[str, Any] | None:
+        return self._stored()["checkpoint"]  # type: ignore[no-any-return]
+
+    async def resume(self, state: dict[str, Any]) -> None:
+        stored = self._stored()  # rows beyond the checkpoint never committed: nothing to cut
+        assert len(stored["rows"]) == state.get("rows", 0), (stored, state)
+
+    async def finish(self) -> None:
+        await self.commit({})

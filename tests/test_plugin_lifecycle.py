@@ -156,3 +156,21 @@ def test_a_plugin_blocking_the_loop_is_named(tmp_path: Path) -> None:
     assert "the event loop was blocked" in result.stderr
     assert "lifecycle_plugins.py" in result.stderr and "in write()" in result.stderr
     assert result.summary["loop_stalls"]["count"] >= 1
+
+
+def test_transactional_sink_checkpoint_wins_over_a_stale_ledger(tmp_path: Path) -> None:
+    """Killed between the sink's own commit (rows + checkpoint in one transaction) and the
+    engine's ledger: ``--resume`` continues from the sink's checkpoint, so no row repeats."""
+    pipeline, env = _setup(tmp_path, batches=20)
+    text = pipeline.read_text().replace(
+        "use: tests.lifecycle_plugins:RecordingSink\n  block: 0.0",
+        "use: tests.lifecycle_plugins:TransactionalSink\n  path: db.json")
+    pipeline.write_text(text)
+    killed = run_cli("run", str(pipeline), env={**env, "LIFECYCLE_EXIT_AFTER_COMMIT": "3"})
+    assert killed.code == 9, killed.stderr
+    rows = json.loads((tmp_path / "db.json").read_text())["rows"]
+    assert rows and len(rows) < 200
+    resumed = run_cli("run", str(pipeline), "--resume", "--json", env=env)
+    assert resumed.code == 0, resumed.stderr
+    rows = json.loads((tmp_path / "db.json").read_text())["rows"]
+    assert sorted(rows) == list(range(200))  # every id once: none lost, none repeated

@@ -250,14 +250,14 @@ class Runner:
         self._last_checkpoint = time.monotonic()
         if self._last_position is None:
             return
-        with self.plan.sink.failures("checkpoint"):
-            sink_state = await self.plan.sink.checkpoint()
         dead_state = await anyio.to_thread.run_sync(self.dead_letters.checkpoint)
         records = self._resumed_records + self._committed_records
-        checkpoint = Checkpoint(
-            source=self.plan.source.resume_token(self._last_position),
-            sink=sink_state, dead_letters=dead_state, records=records,
-        )
+        token = self.plan.source.resume_token(self._last_position)
+        with self.plan.sink.failures("checkpoint"):
+            sink_state = await self.plan.sink.commit(
+                {"source": token, "dead_letters": dead_state, "records": records})
+        checkpoint = Checkpoint(source=token, sink=sink_state, dead_letters=dead_state,
+                                records=records)
         await anyio.to_thread.run_sync(self.ledger.commit, checkpoint)
         self.bus.emit(CheckpointCommitted(self._last_position.end, records))
 
@@ -293,6 +293,8 @@ class Runner:
         checkpoint = await anyio.to_thread.run_sync(
             self.ledger.begin, self.pipeline_hash, self.fingerprint, self.resume
         )
+        if self.resume:
+            checkpoint = await self._newer_stored_checkpoint(checkpoint)
         # Killed while publishing: its final checkpoint covers everything it read, and its
         # output may already be (partly) under the final names. Finish that; read no more.
         self._publishing = (self.resume and previous == "publishing"
@@ -309,6 +311,20 @@ class Runner:
             with self.plan.source.failures("resume"):
                 await self.plan.source.resume(checkpoint.source)
             logger.info("resuming after record %d", checkpoint.records)
+
+    async def _newer_stored_checkpoint(self, checkpoint: Checkpoint | None
+                                       ) -> Checkpoint | None:
+        """A transactional sink may have committed a checkpoint the ledger missed (killed
+        between the two commits): the sink's own record is then the truth."""
+        with self.plan.sink.failures("stored_checkpoint"):
+            stored = await self.plan.sink.stored_checkpoint()
+        if stored is None or (checkpoint is not None
+                              and int(stored["records"]) <= checkpoint.records):
+            return checkpoint
+        logger.info("resuming from the sink's own checkpoint (%d records; the ledger had %s)",
+                    stored["records"], checkpoint.records if checkpoint else 0)
+        return Checkpoint(source=stored["source"], sink=stored.get("sink", {}),
+                          dead_letters=stored["dead_letters"], records=int(stored["records"]))
 
     async def _flow(self) -> None:
         """Open the sink, then the source; wire channels; run every stage in one task group."""

@@ -257,6 +257,22 @@ class Sink(Plugin):
         """Called after ``open``, before any ``write``: continue from a checkpoint's state."""
         raise NotImplementedError(f"{type(self).__name__} cannot resume")
 
+    async def commit(self, checkpoint: dict[str, Any]) -> dict[str, Any]:
+        """Make everything written so far durable; return the state to resume from.
+
+        ``checkpoint`` is the engine's (source token, dead-letter state, record count). A
+        transactional sink (a database) stores it in the same transaction as the rows and
+        gives it back from ``stored_checkpoint``: a crash between its commit and the engine's
+        own ledger then neither loses nor repeats a row. The default calls ``checkpoint()``.
+        """
+        return await self.checkpoint()
+
+    async def stored_checkpoint(self) -> dict[str, Any] | None:
+        """On ``--resume``, after ``open``: the last ``checkpoint`` given to ``commit`` that
+        this sink stored, with the state ``commit`` returned under ``"sink"``; None when the
+        sink stores none. The engine resumes from it when it is newer than its own ledger."""
+        return None
+
     @abstractmethod
     async def write(self, batch: Batch) -> list[DeadRecord] | None:
         """Write one batch. Records refused for a reason of their own (an HTTP 4xx for that
