@@ -1,0 +1,137 @@
+"""The ``validate`` step: records against a JSON Schema or a pydantic model; invalid ones are
+dead-lettered with every failing field, dropped, or stop the run."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import pyarrow as pa
+from pydantic import Field, model_validator
+
+from headrace.errors import ConfigValueError, StepError
+from headrace.plugin import Batch, DeadRecord, Options, PluginContext, Step, StepOutput
+
+from ._checkers import Failures, ModelChecker, SchemaChecker
+from ._schema import read_schema_file
+from ._values import join_errors
+
+ERROR = "ValidationError"
+
+
+class ValidateOptions(Options):
+    json_schema: dict[str, Any] | None = Field(
+        default=None, alias="schema", description="The JSON Schema, inline (a mapping).")
+    schema_file: str | None = Field(
+        default=None, description="A JSON Schema file, relative to the pipeline file.")
+    model: str | None = Field(
+        default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$",
+        description="module:Class of a pydantic model; the module may sit next to the "
+        "pipeline file.")
+    mode: Literal["dead_letter", "drop", "fail"] = Field(
+        default="dead_letter",
+        description="An invalid record: dead_letter (with every failing field), drop (counted "
+        "as filtered) or fail (the run stops, naming the record's line).")
+    formats: bool = Field(
+        default=True, description="Check `format` (date-time, email, ...), not only note it.")
+    vectorize: bool = Field(
+        default=True, description="Screen columnar batches with Arrow compute where the "
+        "schema allows; false: every record through jsonschema-rs (same verdicts, slower).")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ValidateOptions:
+        given = [name for name, value in (("schema", self.json_schema),
+                                          ("schema_file", self.schema_file),
+                                          ("model", self.model)) if value is not None]
+        if len(given) != 1:
+            what = " and ".join(given) if given else "none of them"
+            raise ValueError(f"give exactly one of schema, schema_file or model (got {what})")
+        return self
+
+
+def load_model(path: str, where: str) -> Any:
+    module_name, _, attr = path.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except Exception as exc:  # any import-time failure of user code is a config error
+        raise ConfigValueError(
+            f"{where}: cannot load model {path!r}: {type(exc).__name__}: {exc}",
+            hint="the module is looked up next to the pipeline file and on sys.path",
+        ) from None
+    if not isinstance(obj, type):
+        raise ConfigValueError(f"{where}: model {path!r} is {type(obj).__name__}, not a class")
+    return obj
+
+
+class ValidateStep(Step):
+    """Checks records against a JSON Schema (vectorised where it can) or a pydantic model."""
+
+    summary = "check records against a JSON Schema or a pydantic model"
+    Options: ClassVar[type[ValidateOptions]] = ValidateOptions
+    options: ValidateOptions
+    example: ClassVar[dict[str, Any] | None] = {
+        "schema": {"type": "object", "required": ["id"],
+                   "properties": {"id": {"type": "integer", "minimum": 1}}},
+    }
+
+    def __init__(self, options: ValidateOptions, context: PluginContext) -> None:
+        super().__init__(options, context)
+        self.checker: SchemaChecker | ModelChecker
+        if options.model is not None:
+            model = load_model(options.model, context.where("model"))
+            self.checker = ModelChecker(model, context.where("model"), context.emit)
+            return
+        if options.schema_file is not None:
+            path = context.resolve_path(options.schema_file)
+            schema, where = read_schema_file(path, context.where("schema_file"))
+        else:
+            assert options.json_schema is not None
+            schema = options.json_schema
+
+            def where(key: tuple[str | int, ...]) -> str:
+                return context.where("schema", *key)
+
+        self.checker = SchemaChecker(schema, where, formats=options.formats,
+                                     vectorize=options.vectorize, count=context.emit)
+
+    def process(self, batch: Batch) -> StepOutput:
+        failures = self.checker.check(batch)
+        if not failures:
+            return StepOutput(batch)
+        self.context.emit("invalid", len(failures))
+        if self.options.mode == "fail":
+            self._fail(batch, failures)
+        bad = np.zeros(batch.num_rows, dtype=bool)
+        bad[[index for index, _ in failures]] = True
+        kept = np.flatnonzero(~bad)
+        row_ids = batch.row_ids[kept] if batch.row_ids is not None else None
+        if batch.is_columnar:
+            table = batch.to_arrow()
+            out = batch.derive(table=table.take(pa.array(kept, pa.int64())), row_ids=row_ids)
+            originals = table.take(pa.array([i for i, _ in failures], pa.int64())).to_pylist()
+        else:
+            rows = batch.to_rows()
+            out = batch.derive(rows=[rows[i] for i in kept], row_ids=row_ids)
+            originals = [rows[i] for i, _ in failures]
+        if self.options.mode == "drop":
+            return StepOutput(out, filtered=len(failures))
+        dead = [DeadRecord(record, ERROR, join_errors(errors), batch.row_id(index))
+                for record, (index, errors) in zip(originals, failures, strict=True)]
+        return StepOutput(out, dead=dead)
+
+    def _fail(self, batch: Batch, failures: Failures) -> None:
+        index, errors = failures[0]
+        row_id = batch.row_id(index)
+        unit = "row" if batch.position is not None and batch.position.unit == "row" else "line"
+        where = f"at {unit} {row_id}" if row_id is not None else f"{index + 1} of its batch"
+        source = f" of {batch.position.source}" if batch.position is not None else ""
+        raise StepError(
+            f"step '{self.context.plugin_id}': the record {where}{source} is invalid: "
+            f"{join_errors(errors)}",
+            hint="mode: dead_letter sends invalid records to the dead-letter file instead")
+
+    def output_schema(self, schema: pa.Schema) -> pa.Schema:
+        return schema
