@@ -129,6 +129,11 @@ def build_plan(loaded: LoadedPipeline) -> Plan:
                 f"{loaded.locations.where(('steps', index, 'executor'))}: step '{step_id}' "
                 f"cannot run with executor '{executor}' (allowed: {allowed})"
             )
+        if (step.regroups or step.stateful) and (spec.concurrency > 1 or executor == "process"):
+            raise ConfigValueError(
+                f"{loaded.locations.where(('steps', index))}: step '{step_id}' keeps state "
+                "across batches: it runs one batch at a time, in this process (concurrency: 1, "
+                "executor: thread or async)")
         policy = step.context.policy
         assert isinstance(policy, StepPolicy)
         steps.append(PlannedStep(step=step, spec=spec, executor=executor, policy=policy))

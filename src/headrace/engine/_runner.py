@@ -182,6 +182,7 @@ class Runner:
                 async for batch in iterator:
                     rejects = batch.rejects
                     batch.source_records = batch.num_rows + len(rejects)
+                    batch.records_before = self._resumed_records + self.stats.records_in
                     self.stats.records_in += batch.source_records
                     if rejects:
                         self.stats.source_dead += len(rejects)
@@ -226,9 +227,13 @@ class Runner:
                 self.stats.records_out += batch.num_rows - len(refused or ())
                 self._committed_records += batch.source_records
                 self._last_position = batch.position or self._last_position
+                # Rows a regrouping step emitted ahead of its input's position: no
+                # checkpoint until a batch carrying a position closes the group.
+                aligned = batch.position is not None
                 self.bus.emit(BatchWritten(batch.num_rows, time.perf_counter() - started))
                 self._check_failure_budget()
-                if self.checkpointing and time.monotonic() - self._last_checkpoint >= interval:
+                if (self.checkpointing and aligned
+                        and time.monotonic() - self._last_checkpoint >= interval):
                     await self._checkpoint()
 
     async def _write_dead_letters(self, batch: Batch) -> None:
@@ -289,6 +294,7 @@ class Runner:
                 raise ConfigError(f"cannot resume: {why}")
             return
         await anyio.to_thread.run_sync(self.ledger.open)
+        self.plan.services.state_root = self.ledger.run_dir / "state"
         previous = await anyio.to_thread.run_sync(self.ledger.previous)
         checkpoint = await anyio.to_thread.run_sync(
             self.ledger.begin, self.pipeline_hash, self.fingerprint, self.resume
@@ -335,6 +341,8 @@ class Runner:
         ]
         async with self.plan.sink, self.plan.source:
             await self._begin()
+            for stage in stages:
+                stage.resume_records = self._resumed_records
             self._last_checkpoint = time.monotonic()
             names = [self._source_id, *(s.stats.id for s in stages), "sink"]
             send, receive = anyio.create_memory_object_stream[Batch](size)

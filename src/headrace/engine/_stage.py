@@ -55,6 +55,8 @@ class StepStage:
         self._process_runner: ProcessRunner | None = None
         self._thread_limiter = anyio.CapacityLimiter(self.concurrency)
         self.in_flight = 0  # batches being processed now, for the gauges
+        #: Source records a resumed run starts after (set by the runner before the run).
+        self.resume_records = 0
 
     async def _call(self, batch: Batch) -> StepOutput:
         executor = self.planned.executor
@@ -112,6 +114,9 @@ class StepStage:
         if result is not batch:  # dead letters and the source count travel with the batch
             result.dead = batch.dead
             result.source_records = batch.source_records
+            result.records_before = batch.records_before
+            if result.position is None:  # one output per input: the same place in the source
+                result.position = batch.position
         if dead:
             result.dead = [*result.dead, *((self.stats.id, d) for d in dead)]
         stats = self.stats
@@ -133,11 +138,16 @@ class StepStage:
             self._process_runner = ProcessRunner(self.step, self.concurrency)
         try:
             async with self.step, inbox, outbox:
+                if self.step.stateful:
+                    with self.step.failures("resume_state"):
+                        await self.step.resume_state(self.resume_records)
                 if self.planned.executor == "async" and self.step.batch_format == "rows":
                     # Arrow imports pandas on its first conversion of Python objects (~0.5 s):
                     # in a thread, not on the loop under the first batch of a rows step.
                     await anyio.to_thread.run_sync(warm_arrow_conversions)
-                if self.window == 1:
+                if self.step.regroups:
+                    await self._run_regrouping(inbox, outbox)
+                elif self.window == 1:
                     async for batch in inbox:
                         await outbox.send(await self.handle(batch))
                 else:
@@ -146,6 +156,90 @@ class StepStage:
             if self._process_runner is not None:
                 with anyio.CancelScope(shield=True):
                     await anyio.to_thread.run_sync(self._process_runner.shutdown)
+
+    async def _run_regrouping(
+        self, inbox: ObjectReceiveStream[Batch], outbox: ObjectSendStream[Batch]
+    ) -> None:
+        """A step that holds records across batches, one batch at a time. Input batches wait
+        in ``held`` until the step says its outputs have passed them (``released``); the
+        last output then carries their source position, record count and dead letters, so
+        a checkpoint never covers records the step still holds."""
+        held: list[Batch] = []
+        async for batch in inbox:
+            if batch.enter_at > self.index:
+                await outbox.send(batch)  # a replayed record entering further down
+                continue
+            held.append(batch)
+            output = await self._regroup_call(batch)
+            for out in self._release(output, held, batch):
+                await outbox.send(out)
+        final = await self.step.flush() or StepOutput(batch=Batch.from_rows([]))
+        self._count(0, final)
+        for out in self._release(final, held, None, release=True):
+            await outbox.send(out)
+
+    async def _regroup_call(self, batch: Batch) -> StepOutput:
+        started = time.perf_counter()
+        self.in_flight += 1
+        try:
+            if batch.num_rows == 0:
+                output = StepOutput(batch=batch.slice(0, 0))
+            else:
+                output = await (self._guarded_call if self.guarded else self._call)(batch)
+        except RetriesExhausted as exc:
+            output = _all_dead(batch, exc)
+        except HeadraceError:
+            raise
+        except Exception as exc:
+            raise StepError(f"step '{self.stats.id}' failed: {type(exc).__name__}: {exc}",
+                            hint="run with --debug for the traceback") from exc
+        finally:
+            self.in_flight -= 1
+            self.stats.retries = self.policy.retries
+        self.stats.latencies.append(time.perf_counter() - started)
+        self._count(batch.num_rows, output)
+        if output.dead and self.planned.spec.on_error == "skip":
+            output.filtered, output.dead = output.filtered + len(output.dead), []
+        if output.dead:
+            self._check_on_error(output.dead)
+            batch.dead = [*batch.dead, *((self.stats.id, d) for d in output.dead)]
+        return output
+
+    def _count(self, rows_in: int, output: StepOutput) -> None:
+        rows_out = sum(b.num_rows for b in (output.batch, *output.more))
+        stats = self.stats
+        stats.records_in += rows_in
+        stats.records_out += rows_out
+        stats.filtered += output.filtered
+        stats.dead += len(output.dead)
+        self.bus.emit(BatchProcessed(stats.id, rows_in, rows_out, output.filtered,
+                                     len(output.dead), 0.0))
+
+    def _release(self, output: StepOutput, held: list[Batch], current: Batch | None,
+                 release: bool = False) -> list[Batch]:
+        outs = [b for b in (output.batch, *output.more) if b.num_rows]
+        for out in outs:  # none of them stands for a place in the source by itself
+            out.position, out.source_records, out.dead = None, 0, []
+        if not (release or output.released) or not held:
+            return outs
+        if not outs:
+            outs = [(current or held[-1]).slice(0, 0)]
+        last = outs[-1]
+        last.position = held[-1].position
+        last.source_records = sum(b.source_records for b in held)
+        last.records_before = held[0].records_before
+        last.dead = [d for b in held for d in b.dead]
+        held.clear()
+        return outs
+
+    def _check_on_error(self, dead: list[DeadRecord]) -> None:
+        if self.planned.spec.on_error == "fail":
+            first = dead[0]
+            raise StepError(
+                f"step '{self.stats.id}' failed on the record at line/row {first.row_id}: "
+                f"{first.error}: {first.message}",
+                hint="on_error: dead_letter keeps the run going",
+            )
 
     async def _run_ordered(
         self, inbox: ObjectReceiveStream[Batch], outbox: ObjectSendStream[Batch]

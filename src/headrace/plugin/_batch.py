@@ -68,6 +68,9 @@ class Batch:
     #: Index of the first step that processes this batch; the ones before pass it on as it
     #: is (a dead-letter replay re-enters records at the step where they failed).
     enter_at: int = 0
+    #: Source records read before this batch, over this run and those it resumes: a position
+    #: every source shares, for steps that keep state (see ``Step.resume_state``).
+    records_before: int = 0
 
     @classmethod
     def from_arrow(
@@ -121,7 +124,8 @@ class Batch:
         row_ids: np.ndarray | None = None,
     ) -> Batch:
         """A new batch from the same position, with new contents."""
-        return Batch(_table=table, _rows=rows, row_ids=row_ids, position=self.position)
+        return Batch(_table=table, _rows=rows, row_ids=row_ids, position=self.position,
+                     records_before=self.records_before)
 
     def slice(self, start: int, stop: int) -> Batch:
         ids = self.row_ids[start:stop] if self.row_ids is not None else None

@@ -52,6 +52,9 @@ class RunServices:
         self.metrics: dict[tuple[str, str], float] = {}
         #: Errors plugins raised in ``close`` after the run had already failed.
         self.teardown_errors: list[str] = []
+        #: Where steps keep state that must survive to ``--resume`` (the run folder); None
+        #: when the run keeps no checkpoints (a folder under the scratch root is used then).
+        self.state_root: Path | None = None
 
     def bind(self, stopping: Callable[[], bool]) -> None:
         self._stopping = stopping
@@ -74,6 +77,12 @@ class RunServices:
             self._scratch = Path(tempfile.mkdtemp(prefix="headrace-scratch-"))
         path = self._scratch / plugin_id
         path.mkdir(exist_ok=True)
+        return path
+
+    def state_dir(self, plugin_id: str) -> Path:
+        root = self.state_root or self.scratch_dir("_state")
+        path = root / plugin_id
+        path.mkdir(parents=True, exist_ok=True)
         return path
 
     async def http_session(self) -> aiohttp.ClientSession:
@@ -137,6 +146,13 @@ class PluginContext:
         """A private folder for temporary files, created on first use, removed after the
         run (not kept for ``--resume``: put state that must survive in checkpoints)."""
         return self.services.scratch_dir(self.plugin_id)
+
+    @property
+    def state_dir(self) -> Path:
+        """A private folder kept with the run's checkpoints: state a ``stateful`` step must
+        find again on ``--resume`` (see ``Step.resume_state``). Without checkpoints it is
+        temporary, like ``scratch_dir``."""
+        return self.services.state_dir(self.plugin_id)
 
     async def http_session(self) -> aiohttp.ClientSession:
         """The run's shared aiohttp session (one connection pool for all plugins), closed by

@@ -165,6 +165,14 @@ class StepOutput:
     batch: Batch
     filtered: int = 0
     dead: list[DeadRecord] = field(default_factory=list)
+    #: Regrouping steps only: further output batches, in order, after ``batch``.
+    more: list[Batch] = field(default_factory=list)
+    #: Regrouping steps only: whether every record of the input so far (this batch
+    #: included) is now in an output emitted, filtered or dead -- the outputs end at this
+    #: input batch's boundary. False while the step holds records back (an aggregate until
+    #: ``flush``, a rebatch short of its size). The engine moves the source position (and so
+    #: checkpoints) on only with released input.
+    released: bool = True
 
 
 class DataError(Exception):
@@ -197,6 +205,23 @@ class Step(Plugin):
     #: True when the step applies ``context.policy`` itself, per record; the engine then does
     #: not wrap whole-batch calls in it.
     applies_policy_per_record: bool = False
+    #: The step holds records across batches and emits them later (aggregate, rebatch): the
+    #: engine runs it one batch at a time, reads ``StepOutput.released``/``more``, calls
+    #: ``flush`` after the last batch, and never splits its batches to isolate bad records.
+    regroups: ClassVar[bool] = False
+    #: The step learns from the records it sees (dedupe's seen keys) and keeps that in
+    #: ``context.state_dir``: on ``--resume`` the engine calls ``resume_state``.
+    stateful: ClassVar[bool] = False
+
+    async def flush(self) -> StepOutput | None:
+        """After the last batch: what a regrouping step still holds (an aggregate's groups).
+        Runs on the event loop: hand heavy work to ``anyio.to_thread.run_sync``."""
+        return None
+
+    async def resume_state(self, records: int) -> None:
+        """The run resumes after the first ``records`` source records: forget what was learnt
+        from later ones (each batch's ``records_before`` says where it starts)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot resume its state")
 
     def process(self, batch: Batch) -> StepOutput:
         """Process one batch; raise ``DataError`` when records in it cannot be processed."""
