@@ -87,29 +87,43 @@ def _null_mask(array: pa.Array) -> np.ndarray:
     return valid == 0
 
 
+def _values(array: pa.Array) -> np.ndarray:
+    """The values of ``array`` (whatever sits under its nulls), without pyarrow's
+    ``to_numpy``: that imports pandas (~0.2 s) on first use."""
+    kind, n, offset = array.type, len(array), array.offset
+    buffer = array.buffers()[1] if len(array.buffers()) > 1 else None
+    if buffer is not None and (pa.types.is_integer(kind) or pa.types.is_floating(kind)
+                               or pa.types.is_timestamp(kind) or pa.types.is_duration(kind)
+                               or pa.types.is_date64(kind)):
+        if pa.types.is_timestamp(kind) or pa.types.is_date64(kind):
+            dtype = np.dtype(f"datetime64[{getattr(kind, 'unit', 'ms')}]")
+        elif pa.types.is_duration(kind):
+            dtype = np.dtype(f"timedelta64[{kind.unit}]")
+        else:
+            dtype = np.dtype(kind.to_pandas_dtype())
+        view = np.frombuffer(buffer, dtype=dtype)[offset: offset + n]
+        view.flags.writeable = False  # Arrow's memory: shared, immutable
+        return view
+    if buffer is not None and pa.types.is_boolean(kind):
+        bits = np.unpackbits(np.frombuffer(buffer, dtype=np.uint8), bitorder="little")
+        return bits[offset: offset + n].astype(bool)
+    if pa.types.is_date32(kind):
+        days = np.frombuffer(buffer, dtype=np.int32)[offset: offset + n]  # type: ignore[arg-type]
+        return days.astype("datetime64[D]")
+    values = np.empty(n, dtype=object)  # strings, decimals, nested: Python objects
+    values[:] = array.to_pylist()
+    return values
+
+
 def column_array(column: pa.ChunkedArray) -> np.ndarray:
-    """One column as numpy: a read-only view of Arrow's buffer when the column is numeric or
-    temporal and has no nulls; with nulls a ``numpy.ma.MaskedArray`` (mask = null) over the
-    values (still a view for numbers); strings and others as object arrays (a copy)."""
+    """One column as numpy: a read-only view of Arrow's buffer for numbers and timestamps;
+    booleans and dates as a copy; strings and other types as object arrays. A column with
+    nulls is a ``numpy.ma.MaskedArray`` (mask = null) over those values."""
     array = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    values = _values(array)
     if array.null_count == 0:
-        try:
-            return array.to_numpy(zero_copy_only=True)
-        except pa.ArrowInvalid:  # strings, booleans (bit-packed), nested: a copy
-            return array.to_numpy(zero_copy_only=False)
-    mask = _null_mask(array)
-    kind = array.type
-    if pa.types.is_integer(kind) or pa.types.is_floating(kind):
-        dtype = np.dtype(kind.to_pandas_dtype())
-        data = np.frombuffer(array.buffers()[1], dtype=dtype)[
-            array.offset: array.offset + len(array)]
-    elif pa.types.is_boolean(kind):
-        bits = np.frombuffer(array.buffers()[1], dtype=np.uint8)
-        data = np.unpackbits(bits, bitorder="little")[
-            array.offset: array.offset + len(array)].astype(bool)
-    else:
-        data = array.to_numpy(zero_copy_only=False)
-    return np.ma.MaskedArray(data, mask=mask)
+        return values
+    return np.ma.MaskedArray(values, mask=_null_mask(array))
 
 
 class Columns(Mapping[str, np.ndarray]):
@@ -148,6 +162,10 @@ def array_to_arrow(name: str, value: Any) -> pa.Array | pa.ChunkedArray:
         data, mask = np.ma.getdata(value), np.ma.getmaskarray(value)
     else:
         data, mask = value, None
+    if isinstance(data, np.ndarray) and data.ndim == 1:
+        direct = _from_numpy(data, mask)
+        if direct is not None:
+            return direct
     try:
         return pa.array(data, mask=mask)
     except CONVERSION_ERRORS:
@@ -159,6 +177,35 @@ def array_to_arrow(name: str, value: Any) -> pa.Array | pa.ChunkedArray:
         if not faults:
             raise
         raise ConversionFaults(faults) from None
+
+
+def _from_numpy(data: np.ndarray, mask: np.ndarray | None) -> pa.Array | None:
+    """Numbers, booleans and datetimes straight from their buffer (numbers without a copy);
+    None for other dtypes. (``pa.array`` on numpy imports pandas, ~0.2 s, on first use.)"""
+    kind = data.dtype.kind
+    if kind in "iuf":
+        arrow_type = pa.from_numpy_dtype(data.dtype)
+        values = pa.py_buffer(np.ascontiguousarray(data))
+    elif kind == "b":
+        arrow_type = pa.bool_()
+        values = pa.py_buffer(np.packbits(data, bitorder="little"))
+    elif kind in "mM":
+        unit = np.datetime_data(data.dtype)[0]
+        if unit not in ("s", "ms", "us", "ns"):
+            return None
+        arrow_type = pa.timestamp(unit) if kind == "M" else pa.duration(unit)
+        values = pa.py_buffer(np.ascontiguousarray(data).view(np.int64))
+    else:
+        return None
+    nulls = None
+    null_count = 0
+    if kind in "mM":  # NaT is null, as pyarrow has it
+        nat = np.isnat(data)
+        mask = nat if mask is None else (mask | nat)
+    if mask is not None and mask.any():
+        null_count = int(mask.sum())
+        nulls = pa.py_buffer(np.packbits(~mask, bitorder="little"))
+    return pa.Array.from_buffers(arrow_type, len(data), [nulls, values], null_count=null_count)
 
 
 # -- the values at fault --------------------------------------------------------------------
