@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ._policies import Breaker, Duration, Policies, RateLimit, Retry, RetryPolicy
+from ._policies import Breaker, ByteSize, Duration, Policies, RateLimit, Retry, RetryPolicy
 
 POLICY_KEYS = ("timeout", "retry", "breaker", "rate_limit")
 STEP_RESERVED_KEYS = frozenset({"id", "use", "concurrency", "executor", "on_error", *POLICY_KEYS})
@@ -82,6 +82,10 @@ class RuntimeConfig(_Strict):
         default=0.5, gt=0, le=3600,
         description="Warn (naming the code) when the event loop is blocked this long; "
         "null: never check.")
+    memory_budget: ByteSize | None = Field(
+        default=None, gt=0,
+        description="Bytes of batches in flight across all channels (e.g. 512MB); the "
+        "source waits when it is reached. null: bounded by channel_size only.")
     timeout: Duration | None = Field(default=None, gt=0, le=86400,
                                      description="Default `timeout` of every step.")
     retry: Retry = Field(default_factory=RetryPolicy, description="Default `retry` of every step.")

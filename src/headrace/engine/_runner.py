@@ -26,6 +26,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 from headrace.errors import HeadraceError, SinkError, SourceError
 from headrace.plugin import Batch, DeadRecord, Position
 
+from ._budget import MemoryBudget
 from ._deadletter import DeadLetterWriter
 from ._events import (
     BatchRead,
@@ -107,6 +108,8 @@ class Runner:
         self.bus = EventBus(observers)
         self.stats = RunStats(steps=[StepStats(id=p.id) for p in plan.steps])
         self.stop = StopControl()
+        budget = plan.pipeline.config.runtime.memory_budget
+        self.budget = MemoryBudget(int(budget)) if budget else None
         plan.services.bind(stopping=lambda: self.stop.reason is not None)
         config = plan.pipeline.config
         # What decides the output: not ``runtime`` (drain timeout, channel sizes, policies'
@@ -184,6 +187,8 @@ class Runner:
                     batch.source_records = batch.num_rows + len(rejects)
                     batch.records_before = self._resumed_records + self.stats.records_in
                     self.stats.records_in += batch.source_records
+                    if self.budget is not None:
+                        await self.budget.acquire(batch)
                     if rejects:
                         self.stats.source_dead += len(rejects)
                         batch.dead = [(self._source_id, r) for r in rejects]
@@ -226,6 +231,8 @@ class Runner:
                     await self._write_dead_letters(batch)
                 self.stats.records_out += batch.num_rows - len(refused or ())
                 self._committed_records += batch.source_records
+                if self.budget is not None:
+                    await self.budget.release(batch)
                 self._last_position = batch.position or self._last_position
                 # Rows a regrouping step emitted ahead of its input's position: no
                 # checkpoint until a batch carrying a position closes the group.
@@ -343,6 +350,7 @@ class Runner:
             await self._begin()
             for stage in stages:
                 stage.resume_records = self._resumed_records
+                stage.budget = self.budget
             self._last_checkpoint = time.monotonic()
             names = [self._source_id, *(s.stats.id for s in stages), "sink"]
             send, receive = anyio.create_memory_object_stream[Batch](size)
@@ -501,6 +509,9 @@ class Runner:
             plugin_metrics.setdefault(plugin, {})[name] = total
         if plugin_metrics:
             extra["plugin_metrics"] = plugin_metrics
+        if self.budget is not None:
+            extra["memory_budget"] = {"limit": self.budget.limit, "peak": self.budget.peak,
+                                      "waits": self.budget.waits}
         if self.plan.services.teardown_errors:
             extra["teardown_errors"] = list(self.plan.services.teardown_errors)
         if self.checkpointing:

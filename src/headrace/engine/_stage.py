@@ -18,6 +18,7 @@ from headrace.plugin import (
     warm_arrow_conversions,
 )
 
+from ._budget import MemoryBudget
 from ._events import BatchProcessed, EventBus
 from ._isolate import process_isolating
 from ._plan import PlannedStep
@@ -57,6 +58,7 @@ class StepStage:
         self.in_flight = 0  # batches being processed now, for the gauges
         #: Source records a resumed run starts after (set by the runner before the run).
         self.resume_records = 0
+        self.budget: MemoryBudget | None = None  # runtime.memory_budget, set by the runner
 
     async def _call(self, batch: Batch) -> StepOutput:
         executor = self.planned.executor
@@ -115,6 +117,7 @@ class StepStage:
             result.dead = batch.dead
             result.source_records = batch.source_records
             result.records_before = batch.records_before
+            result.charge = batch.charge
             if result.position is None:  # one output per input: the same place in the source
                 result.position = batch.position
         if dead:
@@ -171,6 +174,8 @@ class StepStage:
                 continue
             held.append(batch)
             output = await self._regroup_call(batch)
+            if self.budget is not None:  # its records now live in the step's own state
+                await self.budget.release(batch)
             for out in self._release(output, held, batch):
                 await outbox.send(out)
         final = await self.step.flush() or StepOutput(batch=Batch.from_rows([]))

@@ -71,6 +71,8 @@ class Batch:
     #: Source records read before this batch, over this run and those it resumes: a position
     #: every source shares, for steps that keep state (see ``Step.resume_state``).
     records_before: int = 0
+    #: Bytes this batch holds against ``runtime.memory_budget`` (set by the engine).
+    charge: int = 0
 
     @classmethod
     def from_arrow(
@@ -125,7 +127,7 @@ class Batch:
     ) -> Batch:
         """A new batch from the same position, with new contents."""
         return Batch(_table=table, _rows=rows, row_ids=row_ids, position=self.position,
-                     records_before=self.records_before)
+                     records_before=self.records_before, charge=self.charge)
 
     def slice(self, start: int, stop: int) -> Batch:
         ids = self.row_ids[start:stop] if self.row_ids is not None else None
