@@ -15,7 +15,7 @@ from headrace.plugin import Batch, DeadRecord, Options, PluginContext, Step, Ste
 
 from ._checkers import Failures, ModelChecker, SchemaChecker
 from ._schema import read_schema_file
-from ._values import join_errors
+from ._values import FieldError, format_path, join_errors
 
 ERROR = "ValidationError"
 
@@ -98,7 +98,7 @@ class ValidateStep(Step):
                                      vectorize=options.vectorize, count=context.emit)
 
     def process(self, batch: Batch) -> StepOutput:
-        failures = self.checker.check(batch)
+        failures = self._check(batch)
         if not failures:
             return StepOutput(batch)
         self.context.emit("invalid", len(failures))
@@ -111,7 +111,7 @@ class ValidateStep(Step):
         if batch.is_columnar:
             table = batch.to_arrow()
             out = batch.derive(table=table.take(pa.array(kept, pa.int64())), row_ids=row_ids)
-            originals = table.take(pa.array([i for i, _ in failures], pa.int64())).to_pylist()
+            originals = _records(table, [i for i, _ in failures])
         else:
             rows = batch.to_rows()
             out = batch.derive(rows=[rows[i] for i in kept], row_ids=row_ids)
@@ -121,6 +121,20 @@ class ValidateStep(Step):
         dead = [DeadRecord(record, ERROR, join_errors(errors), batch.row_id(index))
                 for record, (index, errors) in zip(originals, failures, strict=True)]
         return StepOutput(out, dead=dead)
+
+    def _check(self, batch: Batch) -> Failures:
+        """The checker's failures, and text that is not UTF-8 (a source that let it through
+        would make every later step and the sink fail on it) as failures of its own."""
+        if not batch.is_columnar:
+            return self.checker.check(batch)
+        table = batch.to_arrow()
+        broken = _invalid_utf8(table)
+        if not broken:
+            return self.checker.check(batch)
+        rest = np.setdiff1d(np.arange(table.num_rows), [i for i, _ in broken])
+        sub = Batch.from_arrow(table.take(pa.array(rest, pa.int64())), position=batch.position)
+        found = [(int(rest[i]), errors) for i, errors in self.checker.check(sub)]
+        return sorted(found + broken)
 
     def _fail(self, batch: Batch, failures: Failures) -> None:
         index, errors = failures[0]
@@ -135,3 +149,44 @@ class ValidateStep(Step):
 
     def output_schema(self, schema: pa.Schema) -> pa.Schema:
         return schema
+
+
+def _is_text(arrow_type: pa.DataType) -> bool:
+    return pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
+
+
+def _invalid_utf8(table: pa.Table) -> Failures:
+    """Rows with a text value that is not valid UTF-8, by column."""
+    found: dict[int, list[FieldError]] = {}
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        if not _is_text(column.type):
+            continue
+        try:
+            column.validate(full=True)
+            continue
+        except pa.ArrowInvalid:
+            pass
+        raw = column.cast(pa.large_binary()).to_pylist()
+        for index, value in enumerate(raw):
+            if value is None:
+                continue
+            try:
+                value.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                found.setdefault(index, []).append(
+                    (format_path([name]), f"not valid UTF-8 (byte {exc.start})"))
+    return sorted(found.items())
+
+
+def _records(table: pa.Table, indices: list[int]) -> list[dict[str, Any]]:
+    """The records at ``indices`` as Python dicts; text that is not UTF-8 decoded with
+    replacement characters (the dead-letter file is UTF-8)."""
+    part = table.take(pa.array(indices, pa.int64()))
+    try:
+        return part.to_pylist()
+    except (UnicodeDecodeError, pa.ArrowException):
+        columns = [c.cast(pa.large_binary()) if _is_text(c.type) else c for c in part.columns]
+        rows = pa.table(columns, names=part.column_names).to_pylist()
+        return [{k: v.decode("utf-8", "replace") if isinstance(v, bytes) else v
+                 for k, v in row.items()} for row in rows]
+
