@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import pyarrow.csv as pacsv
 from pydantic import BaseModel, Field
 
