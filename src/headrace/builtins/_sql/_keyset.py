@@ -178,7 +178,8 @@ class KeysetSource(Source):
                 try:
                     arrow_column([value], field.type)
                 except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
-                    record = {n: v if isinstance(v, int | float | str | bool) or v is None
+                    record = {n: v.hex() if isinstance(v, bytes) else v
+                              if isinstance(v, int | float | str | bool) or v is None
                               else str(v) for n, v in zip(names, row, strict=True)}
                     rejects.append(DeadRecord(
                         record, "TypeError", f"column {field.name!r}: {value!r} does not fit "

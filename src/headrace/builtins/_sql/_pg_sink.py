@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field, model_validator
 
+from headrace.config import Duration
 from headrace.errors import SinkError
 from headrace.plugin import Batch, DeadRecord, Options, RetriesExhausted, Sink
 
@@ -44,6 +45,15 @@ CHECKPOINTS_DDL = """CREATE TABLE IF NOT EXISTS {table} (
     checkpoint jsonb NOT NULL,
     updated_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (pipeline, sink))"""
+
+
+def alive(conn: Any) -> bool:
+    """Whether a pooled connection still works: one that died while acquired was handed
+    back by asyncpg, and its proxy refuses every call."""
+    try:
+        return not conn.is_closed()
+    except asyncpg.InterfaceError:
+        return False
 
 
 class PostgresSinkOptions(Options):
@@ -70,7 +80,7 @@ class PostgresSinkOptions(Options):
         "connection stops the run (--resume continues).")
     checkpoint_table: str = Field(default="headrace_checkpoints", pattern=TABLE_NAME,
                                   description="Where checkpoints are committed with the rows.")
-    connect_timeout: float = Field(default=10.0, gt=0, le=600,
+    connect_timeout: Duration = Field(default=10.0, gt=0, le=600,
                                    description="Seconds to open a connection.")
     ssl: Literal["disable", "prefer", "require", "verify-ca", "verify-full"] | None = Field(
         default=None, description="TLS mode (default: as the DSN says).")
@@ -114,6 +124,7 @@ class PostgresSink(Sink):
         self._schema: pa.Schema | None = None
         self._seq = 0  # the last committed checkpoint's sequence number
         self._commit_unknown: int | None = None  # a COMMIT sent whose answer was lost
+        self._records = -1  # the engine's record count at the last commit
 
     def describe(self) -> str:
         return f"{self.shown_dsn}: {self.options.table}"
@@ -149,15 +160,14 @@ class PostgresSink(Sink):
                         await tx.rollback()
                 except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
                     healthy = False
-            try:
-                await self.pool.release(conn, discard=not healthy)
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
-                conn.terminate()
+            await self.pool.release(conn, discard=not healthy)
 
     async def _transaction(self) -> Any:
         """The connection of the open transaction; a new one replays what was pending."""
         if self._conn is not None:
-            return self._conn
+            if alive(self._conn):
+                return self._conn
+            await self._drop(rollback=False)  # died while idle: open a new one, replay
         if self._pending_rows and not self._replayable:
             raise SinkError(f"sink '{self.context.plugin_id}' ({self.describe()}): the "
                             f"connection was lost with more than {self.options.max_pending_rows}"
@@ -186,6 +196,12 @@ class PostgresSink(Sink):
         conn = await self._transaction()
         try:
             return await work(conn)
+        except asyncpg.InterfaceError as exc:
+            lost = not alive(conn)
+            await self._drop(rollback=False)
+            if lost:  # asyncpg handed the dead connection back: a connection error
+                raise ConnectionResetError(f"the connection was lost: {exc}") from exc
+            raise
         except BaseException:
             await self._drop(rollback=False)  # the transaction is lost: a retry replays
             raise
@@ -229,8 +245,11 @@ class PostgresSink(Sink):
         return await self._policy(self._read_stored, "reading the stored checkpoint")
 
     async def stored_checkpoint(self) -> dict[str, Any] | None:
+        """The last checkpoint committed with the rows - of a run over the same input."""
         stored = await self._stored()
-        return None if stored is None else stored[1]
+        if stored is None or stored[1].get("sink", {}).get("input") != self.input_identity:
+            return None
+        return stored[1]
 
     async def resume(self, state: dict[str, Any]) -> None:
         stored = await self._stored()
@@ -240,6 +259,7 @@ class PostgresSink(Sink):
                 await self._policy(self._forget_checkpoint, "starting over")
             return
         self._seq = int(state["seq"])
+        self._records = int(state.get("records", -1))
         stored_seq = stored[0] if stored is not None else 0
         if stored_seq != self._seq:
             raise SinkError(
@@ -304,8 +324,13 @@ class PostgresSink(Sink):
 
     async def commit(self, checkpoint: dict[str, Any]) -> dict[str, Any]:
         """The rows since the last commit and ``checkpoint``, in one transaction."""
+        records = int(checkpoint.get("records", -2))
+        if records == self._records and self._conn is None and not self._pending_rows:
+            # Nothing new (the final checkpoint after an idle interval): committing again
+            # would put the database one sequence number ahead of a ledger killed meanwhile.
+            return self._state(self._seq)
         seq = self._seq + 1
-        state = {"seq": seq}
+        state = self._state(seq, records)
         stored = json.dumps({**checkpoint, "sink": state})
 
         async def attempt() -> None:
@@ -333,9 +358,15 @@ class PostgresSink(Sink):
         self.context.emit("commit_seconds", time.monotonic() - started)
         self.context.emit("commits")
         self._commit_unknown = None
-        self._seq = seq
+        self._seq, self._records = seq, records
         self._committed()
         return state
+
+    def _state(self, seq: int, records: int | None = None) -> dict[str, Any]:
+        """What the ledger keeps of this sink: the checkpoint's sequence number, the record
+        count it covers, and the input it was made from (the source's fingerprint)."""
+        return {"seq": seq, "records": self._records if records is None else records,
+                "input": self.input_identity}
 
     async def _release(self) -> None:
         conn = self._conn

@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Literal
 import pyarrow as pa
 from pydantic import Field, field_validator
 
+from headrace.config import Duration
 from headrace.errors import SourceError
 from headrace.plugin import RetriesExhausted
 
@@ -31,7 +32,7 @@ class PostgresSourceOptions(KeysetOptions):
                      "password is hidden in every message).")
     numeric: str = Field(default="float", description="What numeric columns become: float "
                          "(float64), string (exact text) or decimal(P,S).")
-    connect_timeout: float = Field(default=10.0, gt=0, le=600,
+    connect_timeout: Duration = Field(default=10.0, gt=0, le=600,
                                    description="Seconds to connect.")
     ssl: Literal["disable", "prefer", "require", "verify-ca", "verify-full"] | None = Field(
         default=None, description="TLS mode (default: as the DSN says).")

@@ -8,12 +8,14 @@ When the pool closes, the largest size and the most waiters seen go to the summa
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
 import anyio
 from pydantic import Field, model_validator
 
+from headrace.config import Duration
 from headrace.plugin import Options, PluginContext
 
 from ._driver import asyncpg_module
@@ -24,7 +26,7 @@ WAITED = 0.001  # seconds: an acquire slower than this waited for a connection
 class PoolOptions(Options):
     min: int = Field(default=1, ge=0, le=1000, description="Connections kept open.")
     max: int = Field(default=4, ge=1, le=1000, description="Most connections at once.")
-    timeout: float = Field(default=30.0, gt=0, le=3600,
+    timeout: Duration = Field(default=30.0, gt=0, le=3600,
                            description="Seconds to wait for a free connection (acquire).")
 
     @model_validator(mode="after")
@@ -75,10 +77,16 @@ class Pool:
         return conn
 
     async def release(self, conn: Any, *, discard: bool = False) -> None:
-        """Give ``conn`` back; ``discard`` closes it first (it may hold a broken session)."""
-        if discard:
-            conn.terminate()
-        with anyio.CancelScope(shield=True):
+        """Give ``conn`` back; ``discard`` closes it first (it may hold a broken session):
+        the pool opens a new one when it is next needed."""
+        asyncpg = asyncpg_module()
+        # A connection that died while acquired was already handed back by asyncpg: its
+        # proxy then refuses every call (InterfaceError), and there is nothing left to do.
+        with anyio.CancelScope(shield=True), \
+                contextlib.suppress(OSError, TimeoutError, asyncpg.PostgresError,
+                                    asyncpg.InterfaceError):
+            if discard:
+                conn.terminate()
             await self._pool.release(conn, timeout=5)
 
     def stats(self) -> dict[str, int]:

@@ -3,10 +3,10 @@
 sqlite3 runs in worker threads (one statement per page, under a lock: a connection is not
 thread-safe). SQLite columns have no fixed types, so the run's Arrow types come from the
 first page: a column's declared type when it is a table column of a clear affinity, else the
-type of its first non-NULL value (integers int64, reals float64, text string, blobs binary;
-a column of integers and reals float64; all NULL: string). The types travel in the resume
-token; a later value that does not fit its column (text in an integer column) is a dead
-letter naming the column.
+type of its values in the first page (integers int64, reals float64, text string, blobs
+binary; integers and reals float64; anything mixed with text, or all NULL: string). The
+types travel in the resume token; a later value that does not fit its column (text in an
+integer column) is a dead letter naming the column.
 """
 
 from __future__ import annotations
