@@ -200,6 +200,18 @@ def test_rows_batches_tell_absent_from_null() -> None:
     ]
 
 
+def test_validate_step_conforms(tmp_path: Path) -> None:
+    """The plugin conformance suite passes on validate, with records that fail (dead letters
+    accounted for), also from several threads."""
+    from headrace.testing import assert_conforms
+
+    schema = {"type": "object", "properties": {"score": {"type": ["number", "null"],
+                                                         "minimum": 0}}}
+    report = assert_conforms("step", "validate", options={"schema": schema},
+                             base_dir=tmp_path)
+    assert {r.status for r in report.results} == {"passed"}
+
+
 # -- vectorised and per-record paths agree --------------------------------------------------
 
 HOSTILE = (
