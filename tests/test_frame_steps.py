@@ -198,24 +198,10 @@ def test_pandas_expect_columns(write) -> None:
 @pytest.mark.parametrize("function", ["doubled", "reset"])
 def test_pandas_more_rows_are_refused(write, function: str) -> None:
     """Rows that are not input rows (duplicated labels, or more rows after reset_index)
-    fail the run with a hint at allow_new_rows."""
+    fail the run: every output row must be an input record."""
     summary, stderr = failed_run(write, f"- {{use: pandas, function: 'funcs:{function}'}}")
     assert "returned 20 rows for a batch of 10" in summary["error"]
-    assert "allow_new_rows" in stderr
-
-
-def test_pandas_allow_new_rows_counts_net_filtered(write) -> None:
-    """allow_new_rows: the extra rows go on without row ids; the step's filtered count is
-    in - out (here -10), so records_in == out + filtered + dead still holds."""
-    steps = """
-- {use: pandas, function: 'funcs:doubled', allow_new_rows: true}
-- {use: cast, columns: {code: INTEGER}}
-"""
-    summary, rows, dead = run_frames(write, steps, expect_code=1)
-    assert len(rows) == 18
-    assert summary["steps"][0]["filtered"] == -10
-    assert summary["records_out"] == 18 and summary["records_dead"] == 2
-    assert lines_of(dead) == [None, None]  # the new rows carry no row id
+    assert "not add them" in stderr
 
 
 def test_pandas_unconvertible_values_dead_letter_their_records(write) -> None:
@@ -367,16 +353,12 @@ def test_sql_runtime_error_isolates_records_and_keeps_groups_whole(write) -> Non
     assert summary["records_filtered"] == 7
 
 
-def test_sql_more_rows_refused_unless_allowed(write) -> None:
-    """A query that makes more rows than it got fails the run; allow_new_rows lets it, and
-    the step's filtered count is in - out."""
+def test_sql_more_rows_are_refused(write) -> None:
+    """A query that makes more rows than it got fails the run (the accounting)."""
     query = "SELECT id, unnest([1, 2]) AS copy FROM batch"
     summary, stderr = failed_run(write, f"- {{use: sql, query: '{query}'}}")
     assert "the query made 20 rows from a batch of 10" in summary["error"]
-    assert "allow_new_rows" in stderr
-    summary, rows, _ = run_frames(write, f"- {{use: sql, query: '{query}', "
-                                         "allow_new_rows: true}")
-    assert len(rows) == 20 and summary["steps"][0]["filtered"] == -10
+    assert "not add them" in stderr
 
 
 @pytest.mark.parametrize(("query", "message", "where"), [

@@ -164,6 +164,16 @@ def test_jsonl_source_with_bad_lines(write) -> None:
     assert sorted(d["position"]["line"] for d in dead) == [2, 3, 4]
 
 
+def test_jsonl_invalid_utf8_is_a_dead_letter(write) -> None:
+    """pyarrow reads invalid UTF-8 into a string column; the source refuses the line (a
+    dead letter with its number) instead of letting a sink fail the whole run on it."""
+    write("in.jsonl", b'{"id": 1, "v": "a"}\n{"id": 2, "v": "b\xff\xfe"}\n{"id": 3, "v": "c"}\n')
+    result = run_json(pipeline(write, "jsonl", "in.jsonl"))
+    assert (result.summary["records_out"], result.summary["records_dead"]) == (2, 1)
+    dead = read_jsonl(Path(write("x", "").parent / "out" / "o.dead.jsonl"))
+    assert dead[0]["position"]["line"] == 2 and "invalid UTF-8" in dead[0]["message"]
+
+
 def test_parquet_source_streams_batches(tmp_path: Path, write) -> None:
     """Parquet is read in batches; positions are row numbers."""
     pq.write_table(pa.table({"id": list(range(2500)), "v": ["x"] * 2500}), tmp_path / "in.parquet")

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -436,16 +434,7 @@ def test_config_errors_are_one_line_exit_2(write, options, expected) -> None:
 # -- headrace infer ------------------------------------------------------------------------
 
 def _infer(*args: str, cwd: Path | None = None) -> CliResult:
-    """``headrace infer``; until the command is registered, the module's own entry."""
-    registered = "infer" in run_cli("--help").stdout
-    if registered:
-        return run_cli("infer", *args, cwd=cwd)
-    import os
-
-    proc = subprocess.run([sys.executable, "-m", "headrace.cli._infer_cmd", *args], cwd=cwd,
-                          capture_output=True, text=True, check=False, timeout=120,
-                          env={**os.environ, "NO_COLOR": "1"})
-    return CliResult(proc.returncode, proc.stdout, proc.stderr)
+    return run_cli("infer", *args, cwd=cwd)
 
 
 def _sample_rows(n: int) -> list[dict[str, Any]]:

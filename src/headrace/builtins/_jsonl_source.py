@@ -44,6 +44,12 @@ class JsonlSource(LineSource):
             # pyarrow 26 crashes (SIGSEGV) on input whose first value is a bare `null`; refuse
             # it here, so isolation narrows it down to that line, a dead letter.
             raise pa.ArrowInvalid("JSON line is null, not an object")
+        try:
+            # pyarrow's JSON reader passes invalid UTF-8 into string columns (a sink then
+            # fails on the whole run); refused here, isolation finds the line: a dead letter.
+            bytes(data).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise pa.ArrowInvalid(f"invalid UTF-8 ({exc.reason} at byte {exc.start})") from None
         parse_options = pajson.ParseOptions(
             explicit_schema=self.schema, unexpected_field_behavior="infer"
         )

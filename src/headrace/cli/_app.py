@@ -16,6 +16,7 @@ import typer
 
 from headrace._version import __version__
 from headrace.cli._config_cmd import config_app
+from headrace.cli._infer_cmd import infer_command
 from headrace.cli._logging import LogFormat, setup_logging
 from headrace.cli._plugins_cmd import plugins_app
 from headrace.errors import HeadraceError
@@ -31,6 +32,7 @@ app.add_typer(plugins_app, name="plugins")
 dlq_app = typer.Typer(help="Inspect dead-letter files.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(config_app, name="config")
+app.command("infer")(infer_command)
 
 
 class State:

@@ -40,10 +40,3 @@ def infer_command(
     if result.rejected:
         note += f" ({result.rejected:,} lines did not parse and are not in the sample)"
     print(note, file=sys.stderr)
-
-
-if __name__ == "__main__":  # until ``infer`` is registered in _app.py: python -m ...
-    from headrace.cli._app import app, main
-
-    app.command("infer")(infer_command)
-    sys.exit(main(["infer", *sys.argv[1:]]))

@@ -41,3 +41,14 @@ async def _split(process: ProcessFn, batch: Batch, error: DataError) -> StepOutp
         filtered=sum(o.filtered for o in outputs),
         dead=[d for o in outputs for d in o.dead],
     )
+
+
+async def process_whole(process: ProcessFn, batch: Batch) -> StepOutput:
+    """For steps that must not be split (``splittable = False``): on ``DataError`` every
+    record of the batch is a dead letter with that error."""
+    try:
+        return await process(batch)
+    except DataError as exc:
+        dead = [DeadRecord(record, error_name(exc), str(exc), batch.row_id(i))
+                for i, record in enumerate(batch.to_rows())]
+        return StepOutput(batch=batch.slice(0, 0), dead=dead)

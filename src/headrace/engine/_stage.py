@@ -20,7 +20,7 @@ from headrace.plugin import (
 
 from ._budget import MemoryBudget
 from ._events import BatchProcessed, EventBus
-from ._isolate import process_isolating
+from ._isolate import process_isolating, process_whole
 from ._plan import PlannedStep
 from ._process import ProcessRunner
 from ._stats import StepStats
@@ -84,9 +84,8 @@ class StepStage:
         started = time.perf_counter()
         self.in_flight += 1
         try:
-            output = await process_isolating(
-                self._guarded_call if self.guarded else self._call, batch
-            )
+            isolate = process_isolating if self.step.splittable else process_whole
+            output = await isolate(self._guarded_call if self.guarded else self._call, batch)
         except RetriesExhausted as exc:
             output = _all_dead(batch, exc)
         except HeadraceError:

@@ -19,10 +19,18 @@ from ._contracts import (
 from ._records import RecordStep, collect_results, dead_record
 from ._registry import GROUPS, PluginInfo, discover, load_plugin
 from ._signals import BreakerOpen, CallPolicy, RetriesExhausted, Retry, TransientError
-from ._sql import SqlEvaluator, check_syntax, quote_ident, referenced_columns
+from ._sql import (
+    SQL_TABLE,
+    SqlEvaluator,
+    check_syntax,
+    quote_ident,
+    referenced_columns,
+    sql_connection,
+)
 
 __all__ = [
     "GROUPS",
+    "SQL_TABLE",
     "Batch",
     "BreakerOpen",
     "CallPolicy",
@@ -55,5 +63,6 @@ __all__ = [
     "load_plugin",
     "quote_ident",
     "referenced_columns",
+    "sql_connection",
     "warm_arrow_conversions",
 ]

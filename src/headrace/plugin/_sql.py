@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import pyarrow as pa
@@ -21,7 +21,8 @@ from headrace.errors import ExpressionError
 
 from ._contracts import DataError
 
-TABLE = "batch"
+SQL_TABLE = "batch"  # the name a batch has in SQL
+TABLE = SQL_TABLE
 
 
 class _ConnectionPool:
@@ -54,6 +55,12 @@ class _ConnectionPool:
 _POOL = _ConnectionPool()
 
 
+def sql_connection() -> AbstractContextManager[Any]:
+    """One of the process's in-memory DuckDB connections (no file or network access), for
+    parsing and checking SQL; give it back by leaving the ``with`` block."""
+    return _POOL.connection()
+
+
 class SqlEvaluator:
     """Evaluates ``SELECT <exprs> FROM batch`` for one step; safe to call from many threads."""
 
@@ -62,9 +69,15 @@ class SqlEvaluator:
 
     def select(self, table: pa.Table, select_list: str, where: str | None = None) -> pa.Table:
         """``SELECT select_list FROM batch [WHERE where]`` over ``table``."""
+        return self.query(table, f"SELECT {select_list} FROM {TABLE}"
+                          + (f" WHERE {where}" if where else ""))
+
+    def query(self, table: pa.Table, sql: str) -> pa.Table:
+        """A whole query over ``table`` registered as ``batch``. A value that does not
+        convert raises ``DataError`` (the engine isolates the records); any other problem
+        with the query ``ExpressionError``."""
         import duckdb
 
-        sql = f"SELECT {select_list} FROM {TABLE}" + (f" WHERE {where}" if where else "")
         with _POOL.connection() as con:
             con.register(TABLE, table)
             try:
@@ -72,7 +85,8 @@ class SqlEvaluator:
             except (duckdb.DataError, duckdb.InvalidInputException) as exc:
                 raise DataError(_first_line(exc)) from exc
             except duckdb.Error as exc:
-                raise ExpressionError(f"{self.label}: {_first_line(exc)}") from exc
+                label = f"{self.label}: " if self.label else ""
+                raise ExpressionError(f"{label}{_first_line(exc)}") from exc
             finally:
                 con.unregister(TABLE)
 

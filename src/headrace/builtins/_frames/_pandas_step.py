@@ -3,8 +3,8 @@
 Row identity is the DataFrame index: the function receives the batch indexed 0..n-1, and a
 returned row whose index label is one of those *is* that input record (its row id, for dead
 letters further on, follows it). Dropping rows filters them; reordering keeps identities;
-a label that is not an input position (a new or duplicated row) is refused unless
-``allow_new_rows``, and then the step's rows carry no row ids.
+a label that is not an input position (a new or duplicated row) is refused: every output
+row must stand for an input record, or the run's accounting would not add up.
 """
 
 from __future__ import annotations
@@ -39,11 +39,6 @@ class PandasOptions(Options):
     )
     expect_columns: list[str] | None = Field(
         default=None, description="Columns the returned DataFrame must have.")
-    allow_new_rows: bool = Field(
-        default=False,
-        description="Allow rows whose index label is not an input row (added, duplicated); "
-        "the step's rows then carry no row ids.",
-    )
 
 
 def input_positions(index: Any, n: int) -> np.ndarray | None:
@@ -90,22 +85,20 @@ class PandasStep(Step):
                             "pandas DataFrame")
         n = batch.num_rows
         positions = input_positions(result.index, n)
-        if positions is None and not self.options.allow_new_rows:
+        if positions is None:  # every output row must be an input record (the accounting)
             raise StepError(
                 f"{self.label} returned {len(result)} rows for a batch of {n}, not all of "
                 "them input rows (new or duplicated index labels)",
-                hint="a pandas step may drop and reorder rows; keep the index (no "
-                "reset_index) or set allow_new_rows: true")
+                hint="a pandas step may drop and reorder rows, not add them; keep the index "
+                "(no reset_index)")
         self._check_columns(result)
         try:
             out = frame_to_table(result, table.schema)
             dead: list[DeadRecord] = []
         except ConversionFaults as exc:
-            if positions is None:
-                raise StepError(f"{self.label}: {next(iter(exc.faults.values()))}") from None
             out, dead, positions = self._without_faults(batch, result, positions, exc)
         row_ids = None
-        if positions is not None and batch.row_ids is not None:
+        if batch.row_ids is not None:
             row_ids = batch.row_ids[positions]
         return StepOutput(batch.derive(table=out, row_ids=row_ids),
                           filtered=n - len(result), dead=dead)

@@ -15,11 +15,8 @@ from typing import Any
 import pyarrow as pa
 
 from headrace.errors import ExpressionError
-from headrace.plugin import DataError
-
-# The connection pool of the SQL expressions (filter, derive, cast): the same DuckDB setup.
-# TODO(headrace.plugin): a public SqlEvaluator.query() would replace this private import.
-from headrace.plugin._sql import _POOL, TABLE
+from headrace.plugin import SQL_TABLE as TABLE
+from headrace.plugin import SqlEvaluator, sql_connection
 
 
 def _first_line(exc: BaseException) -> str:
@@ -31,7 +28,7 @@ def check_query(query: str) -> None:
     """Raise ``ExpressionError`` unless ``query`` is one SELECT reading only ``batch``."""
     import duckdb
 
-    with _POOL.connection() as con:
+    with sql_connection() as con:
         try:
             statements = con.extract_statements(query)
         except duckdb.Error as exc:
@@ -83,15 +80,7 @@ def _cte_names(tree: Any) -> Iterator[str]:
 def run_query(table: pa.Table, query: str) -> pa.Table:
     """``query`` over ``table`` registered as ``batch``. A value that does not convert (a
     failing cast) raises ``DataError``; anything else about the query ``ExpressionError``."""
-    import duckdb
+    return _EVALUATOR.query(table, query)
 
-    with _POOL.connection() as con:
-        con.register(TABLE, table)
-        try:
-            return con.sql(query).to_arrow_table()
-        except (duckdb.DataError, duckdb.InvalidInputException) as exc:
-            raise DataError(_first_line(exc)) from exc
-        except duckdb.Error as exc:
-            raise ExpressionError(_first_line(exc)) from exc
-        finally:
-            con.unregister(TABLE)
+
+_EVALUATOR = SqlEvaluator("")  # the step names itself in its messages

@@ -20,11 +20,6 @@ class SqlOptions(Options):
         description="One SELECT over the table `batch` (each batch on its own); its result "
         "replaces the batch.",
     )
-    allow_new_rows: bool = Field(
-        default=False,
-        description="Allow more rows out than in (UNNEST, joins); the run summary then counts "
-        "the step's filtered records as in - out, which is negative.",
-    )
 
 
 class SqlStep(Step):
@@ -59,10 +54,11 @@ class SqlStep(Step):
             exc.message = f"{self.label} query: {exc.message}"
             raise
         n, m = batch.num_rows, out.num_rows
-        if m > n and not self.options.allow_new_rows:
+        if m > n:  # every output row must stand for an input record (the accounting)
             raise StepError(
                 f"{self.label}: the query made {m} rows from a batch of {n}",
-                hint="a sql step may drop rows but adds them only with allow_new_rows: true")
+                hint="a sql step may drop, merge or reshape rows but not add them (UNNEST, "
+                "self-joins)")
         return StepOutput(batch.derive(table=out), filtered=n - m)
 
     def process(self, batch: Batch) -> StepOutput:
