@@ -542,6 +542,7 @@ def test_a_long_outage_stops_the_run_and_resume_completes_it(tmp_path: Path) -> 
         proxy.down()
         _, stderr = proc.communicate(timeout=60)
         assert proc.returncode == 1, stderr.decode()
+        assert "gave up after 3 attempts" in stderr.decode()
         assert "--resume" in stderr.decode()
         committed = len(ids_in(t))
         assert 0 < committed < 20_000

@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field, model_validator
 
-from headrace.config import Duration
+from headrace.config import Duration, redact
 from headrace.errors import SinkError
 from headrace.plugin import Batch, DeadRecord, Options, RetriesExhausted, Sink
 
@@ -139,10 +139,10 @@ class PostgresSink(Sink):
         try:
             policy = self.context.policy
             return await (attempt() if policy is None else policy.call(attempt))
-        except RetriesExhausted as exc:
-            raise self._error(what, exc.error if exc.error else exc,
-                              hint="the last checkpoint is committed: run again with "
-                              "--resume once the database is back") from exc
+        except RetriesExhausted as exc:  # "gave up after 3 attempts: OSError: ..."
+            raise SinkError(f"sink '{self.context.plugin_id}' ({self.describe()}): {what}: "
+                            f"{redact(str(exc))}", hint="the last checkpoint is committed: "
+                            "run again with --resume once the database is back") from exc
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
             raise self._error(what, exc) from exc
 
