@@ -624,8 +624,8 @@ def test_the_csv_to_postgres_example_runs(tmp_path: Path) -> None:
         t, ck = made.name("orders"), made.name("ck")
         folder = tmp_path / "example"
         shutil.copytree(EXAMPLES / "csv-to-postgres", folder)
-        args = ["run", str(folder / "pipeline.yaml"), "--json", "--set", f"sink.table={t}",
-                "--set", f"sink.checkpoint_table={ck}"]
+        args = ["run", str(folder / "csv-to-postgres.yaml"), "--json",
+                "--set", f"sink.table={t}", "--set", f"sink.checkpoint_table={ck}"]
         env = {"PG_DSN": DSN}
         for _ in range(2):
             result = run_cli(*args, env=env)
