@@ -14,7 +14,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-from harness import bench_convert, bench_http, bench_memory, bench_overhead, bench_passthrough, data
+from harness import (
+    bench_aggregate,
+    bench_convert,
+    bench_http,
+    bench_memory,
+    bench_overhead,
+    bench_passthrough,
+    bench_validate,
+    data,
+)
 from harness.report import Table, machine_info
 
 from headrace.sampledata import parse_size
@@ -28,21 +37,21 @@ KEEP_LIMIT = 2 * 1024**3  # a 5x input bigger than this is deleted after the run
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=parse_size, default=None,
-                        help="1x input of benchmarks 1, 2 and 4 (default 1GB; --quick: 100MB)")
+                        help="1x input of benchmarks 1, 2, 4, 6, 7 (default 1GB; --quick: 100MB)")
     parser.add_argument("--repeat", type=int, default=None,
                         help="runs per contender, median reported (default 3; --quick: 1)")
     parser.add_argument("--quick", action="store_true",
                         help="1 repeat, 100MB input, shorter HTTP runs (benchmark 5)")
     parser.add_argument("--rows", type=int, default=2_000_000,
                         help="records for benchmarks 3 and 4 (default 2,000,000)")
-    parser.add_argument("--only", type=int, choices=(1, 2, 3, 4, 5), action="append",
+    parser.add_argument("--only", type=int, choices=(1, 2, 3, 4, 5, 6, 7), action="append",
                         help="run only this benchmark (repeatable)")
     parser.add_argument("--keep-data", action="store_true",
                         help="keep the 5x input even when it is over 2 GiB")
     args = parser.parse_args(argv)
     args.size = args.size or (QUICK_SIZE if args.quick else 1024**3)
     args.repeat = args.repeat or (1 if args.quick else 3)
-    args.only = set(args.only or (1, 2, 3, 4, 5))
+    args.only = set(args.only or (1, 2, 3, 4, 5, 6, 7))
     return args
 
 
@@ -103,6 +112,11 @@ def run_benchmarks(args: argparse.Namespace, work: Path) -> list[Table]:
         tables += _show(bench_overhead.run(small, rows, work, args.repeat))
     if 5 in args.only:
         tables += bench_http.run(work, args.repeat, quick=args.quick, show=_show)
+    checked = bench_validate.input_csv(args.size) if args.only & {6, 7} else None
+    if 6 in args.only and checked is not None:
+        tables += _show(bench_validate.run(checked, work, args.repeat))
+    if 7 in args.only and checked is not None:
+        tables += _show(bench_aggregate.run(checked, work, args.repeat))
     return tables
 
 
