@@ -346,9 +346,8 @@ def test_a_string_in_a_later_block_of_an_int_column_is_a_source_dead_letter(writ
     ("in.csv", b"id,name\n1,ann\n2\n3,cy\n"),
 ], ids=["csv-invalid-utf8", "jsonl-invalid-utf8", "csv-too-many-fields", "csv-too-few-fields"])
 def test_undecodable_lines_are_dead_letters_with_their_line(write, name, data) -> None:
-    """Invalid UTF-8 and ragged rows become dead letters with their line (of the csv source;
-    the jsonl source lets invalid UTF-8 through, and validate catches it); the validate step
-    sees the other records, and nothing is lost."""
+    """Invalid UTF-8 and ragged rows become dead letters of the source with their line; the
+    validate step sees the other records, and nothing is lost."""
     schema = {"type": "object", "required": ["id", "name"],
               "properties": {"name": {"type": "string", "minLength": 3}}}
     result, out, dead = run(write, data, [{"use": "validate", "schema": schema}], name=name)
@@ -356,11 +355,9 @@ def test_undecodable_lines_are_dead_letters_with_their_line(write, name, data) -
     assert [r["id"] for r in out] == [1]
     by_line = {d["position"]["line"]: d for d in dead}
     assert sorted(by_line) == [line_of_2, line_of_2 + 1]
-    expected_step = "validate" if name.endswith(".jsonl") else "csv"
-    assert by_line[line_of_2]["step"] == expected_step
+    assert by_line[line_of_2]["step"] == ("jsonl" if name.endswith(".jsonl") else "csv")
     if "\xff" in repr(data):
-        assert by_line[line_of_2]["record"]["name" if expected_step == "validate" else
-                                            "line"].count("\ufffd") == 1
+        assert by_line[line_of_2]["record"]["line"].count("\ufffd") == 1
     assert by_line[line_of_2 + 1]["message"] == '$.name: "cy" is shorter than 3 characters'
 
     assert result.summary["records_in"] == 3

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from collections.abc import Callable
 from typing import Any, ClassVar, Literal
@@ -21,6 +20,8 @@ from headrace.plugin import (
     cancellation_point,
     collect_results,
 )
+
+from ._imports import load_function
 
 RECORD_CHUNK = 8192
 
@@ -41,22 +42,6 @@ class PythonOptions(Options):
         default=64, ge=1, le=10_000,
         description="For async record functions: records of one batch awaited concurrently.",
     )
-
-
-def load_function(path: str, where: str) -> Callable[..., Any]:
-    module_name, _, attr = path.partition(":")
-    try:
-        obj: Any = importlib.import_module(module_name)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except Exception as exc:  # any import-time failure of user code is a config error
-        raise ConfigValueError(
-            f"{where}: cannot load function {path!r}: {type(exc).__name__}: {exc}",
-            hint="the module is looked up next to the pipeline file and on sys.path",
-        ) from None
-    if not callable(obj):
-        raise ConfigValueError(f"{where}: {path!r} is not callable")
-    return obj
 
 
 class PythonStep(Step):

@@ -20,7 +20,7 @@ from pydantic import Field
 from headrace.errors import ConfigValueError, StepError
 from headrace.plugin import Batch, DeadRecord, Options, Step, StepOutput
 
-from .._python_step import load_function
+from .._imports import load_function
 from ._convert import Columns, ConversionFaults, array_to_arrow
 from ._faults import run_isolating, without
 from ._pandas_step import FUNCTION_PATTERN

@@ -19,7 +19,7 @@ from pydantic import Field
 from headrace.errors import ConfigValueError, StepError
 from headrace.plugin import Batch, DeadRecord, Options, Step, StepOutput
 
-from .._python_step import load_function
+from .._imports import load_function
 from ._convert import Backend, ConversionFaults, frame_to_table, import_pandas, to_frame
 from ._faults import run_isolating
 

@@ -3,7 +3,6 @@ dead-lettered with every failing field, dropped, or stop the run."""
 
 from __future__ import annotations
 
-import importlib
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -13,6 +12,7 @@ from pydantic import Field, model_validator
 from headrace.errors import ConfigValueError, StepError
 from headrace.plugin import Batch, DeadRecord, Options, PluginContext, Step, StepOutput
 
+from .._imports import load_object
 from ._checkers import Failures, ModelChecker, SchemaChecker
 from ._schema import read_schema_file
 from ._values import FieldError, format_path, join_errors
@@ -51,16 +51,7 @@ class ValidateOptions(Options):
 
 
 def load_model(path: str, where: str) -> Any:
-    module_name, _, attr = path.partition(":")
-    try:
-        obj: Any = importlib.import_module(module_name)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except Exception as exc:  # any import-time failure of user code is a config error
-        raise ConfigValueError(
-            f"{where}: cannot load model {path!r}: {type(exc).__name__}: {exc}",
-            hint="the module is looked up next to the pipeline file and on sys.path",
-        ) from None
+    obj = load_object(path, where, "model")
     if not isinstance(obj, type):
         raise ConfigValueError(f"{where}: model {path!r} is {type(obj).__name__}, not a class")
     return obj
