@@ -84,7 +84,9 @@ class AggregateStep(Step):
 
     # -- checks ---------------------------------------------------------------------------
 
-    def output_schema(self, schema: pa.Schema) -> pa.Schema:
+    def output_schema(self, schema: pa.Schema) -> pa.Schema | None:
+        if not schema.names:  # nothing to check against (an empty input)
+            return None
         check_key_columns(schema, self.options.group_by, "group_by")
         fields = [schema.field(name) for name in self.options.group_by]
         fields = [pa.field(f.name, _plain(f.type)) for f in fields]

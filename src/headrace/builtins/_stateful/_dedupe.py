@@ -72,6 +72,8 @@ class DedupeStep(Step):
         self._ready = True
 
     def output_schema(self, schema: pa.Schema) -> pa.Schema:
+        if not schema.names:  # nothing to check against (an empty input)
+            return schema
         check_key_columns(schema, self.options.key, "key")
         return schema
 
