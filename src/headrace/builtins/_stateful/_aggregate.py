@@ -21,8 +21,8 @@ from headrace.plugin import Batch, DeadRecord, Options, PluginContext, Step, Ste
 
 from ._groups import GroupState
 from ._keys import check_key_columns
-from ._metrics import Metric, Partial, output_type, parse_metric, partials_of
-from ._sketch import SENTINEL, bucket_keys, float_values, quantiles
+from ._metrics import Partial, output_type, parse_metric, partials_of
+from ._sketch import SENTINEL, bucket_keys, float_values, fsum_chunks, fsum_values, quantiles
 
 _OUT_ROWS = 65_536  # rows an output batch holds
 
@@ -74,10 +74,10 @@ class AggregateStep(Step):
         super().__init__(options, context)
         self.metrics = [parse_metric(name, text) for name, text in options.metrics.items()]
         self.keys = [f"k{i}" for i in range(max(1, len(options.group_by)))]
-        self.sketch_columns = sorted({m.column for m in self.metrics
-                                      if m.function == "approx_quantile" and m.column})
-        self.partials: list[Partial] = []
-        self.uses: dict[str, list[int]] = {}  # metric name -> its partials' indices
+        self.partials: list[Partial] = []  # in the main table, as p0, p1, ...
+        self.sides: list[tuple[str, str]] = []  # side tables: ("fsum" | "quantile", column)
+        self.uses: dict[str, list[int]] = {}  # metric -> its partials' (main) indices
+        self.side_of: dict[str, int] = {}  # metric -> its side table
         self.key_types: list[pa.DataType] = []
         self.seen = 0
         self.state: GroupState | None = None
@@ -103,14 +103,24 @@ class AggregateStep(Step):
     def _setup(self, schema: pa.Schema) -> None:
         self.output_schema(schema)  # the first batch's columns decide the types
         index: dict[Partial, int] = {}
+        sides: dict[tuple[str, str], int] = {}
         for metric in self.metrics:
             uses = self.uses.setdefault(metric.name, [])
+            if metric.function == "approx_quantile":
+                assert metric.column is not None
+                self.side_of[metric.name] = sides.setdefault(("quantile", metric.column),
+                                                             len(sides))
             for partial in partials_of(metric, schema):
-                uses.append(index.setdefault(partial, len(index)))
+                if partial.function == "fsum":
+                    assert partial.column is not None
+                    self.side_of[metric.name] = sides.setdefault(("fsum", partial.column),
+                                                                 len(sides))
+                else:
+                    uses.append(index.setdefault(partial, len(index)))
         self.partials = list(index)
+        self.sides = list(sides)
         self.key_types = [_plain(schema.field(name).type) for name in self.options.group_by]
-        self.state = GroupState(self.keys, [p.merge for p in self.partials],
-                                len(self.sketch_columns),
+        self.state = GroupState(self.keys, [p.merge for p in self.partials], len(self.sides),
                                 lambda: _mkdir(self.context.scratch_dir / "spill"))
 
     def _work(self, table: pa.Table) -> pa.Table:
@@ -153,29 +163,38 @@ class AggregateStep(Step):
              *(grouped.column("count_all" if p.function == "count_all" else f"v{i}_{p.function}")
                for i, p in enumerate(self.partials))],
             names=[*self.keys, *(f"p{i}" for i in range(len(self.partials)))])
-        sketches = [self._sketch(table, work, main, column) for column in self.sketch_columns]
-        self.state.add(main, sketches)
+        sides = [self._side(kind, table.column(column), work, main)
+                 for kind, column in self.sides]
+        self.state.add(main, sides)
         self.seen += table.num_rows
         if self.state.nbytes > self.options.memory_budget:
             self.state.spill()
             self.context.emit("aggregate_spills")
         return StepOutput(batch=batch.slice(0, 0), released=False)
 
-    def _sketch(self, table: pa.Table, work: pa.Table, main: pa.Table, column: str) -> pa.Table:
-        values, usable = float_values(table.column(column))
+    def _side(self, kind: str, column: pa.ChunkedArray, work: pa.Table,
+              main: pa.Table) -> pa.Table:
+        """The batch's side-table rows: a quantile sketch or exact float-sum limbs."""
+        values, usable = float_values(column)
         rows = np.flatnonzero(usable)
-        buckets = bucket_keys(values[rows], self.options.quantile_accuracy)
-        points = work.select(self.keys).take(pa.array(rows)).append_column(
-            "b", pa.array(buckets, pa.int64()))
-        counted = points.group_by([*self.keys, "b"], use_threads=False).aggregate(
-            [([], "count_all")])
-        sketch = pa.table([*(counted.column(k) for k in [*self.keys, "b"]),
-                           counted.column("count_all")], names=[*self.keys, "b", "n"])
+        if kind == "quantile":
+            b = bucket_keys(values[rows], self.options.quantile_accuracy)
+            n = np.ones(len(rows), dtype=np.int64)
+        else:
+            index, b, n = fsum_chunks(values[rows])
+            rows = rows[index]
+        points = work.select(self.keys).take(pa.array(rows, pa.int64()))
+        points = points.append_column("b", pa.array(b, pa.int64())).append_column(
+            "n", pa.array(n, pa.int64()))
+        summed = points.group_by([*self.keys, "b"], use_threads=False).aggregate(
+            [("n", "sum")])
+        side = pa.table([*(summed.column(k) for k in [*self.keys, "b"]),
+                         summed.column("n_sum")], names=[*self.keys, "b", "n"])
         groups = main.num_rows  # one sentinel row a group: the groups line up at the end
         sentinels = main.select(self.keys).append_column(
             "b", pa.array(np.full(groups, SENTINEL, dtype=np.int64))).append_column(
             "n", pa.array(np.zeros(groups, dtype=np.int64)))
-        return pa.concat_tables([sentinels, sketch])
+        return pa.concat_tables([sentinels, side])
 
     # -- the end --------------------------------------------------------------------------
 
@@ -189,8 +208,8 @@ class AggregateStep(Step):
             return None
         order = [(k, "ascending") for k in self.keys]  # nulls last: sort_by's default
         parts = [self._finalize(main.sort_by(order),
-                                [s.sort_by([*order, ("b", "ascending")]) for s in sketches])
-                 for main, sketches in self.state.merged()]
+                                [s.sort_by([*order, ("b", "ascending")]) for s in sides])
+                 for main, sides in self.state.merged()]
         if not parts:
             return StepOutput(batch=Batch.from_rows([]), filtered=self.seen)
         result = pa.concat_tables(parts)
@@ -203,29 +222,31 @@ class AggregateStep(Step):
                 for start in range(0, result.num_rows, _OUT_ROWS)]
         return StepOutput(batch=outs[0], more=outs[1:], filtered=self.seen - result.num_rows)
 
-    def _finalize(self, main: pa.Table, sketches: list[pa.Table]) -> pa.Table:
+    def _finalize(self, main: pa.Table, sides: list[pa.Table]) -> pa.Table:
         import pyarrow.compute as pc
 
         columns = [main.column(k) for k in self.keys]
         for metric in self.metrics:
             uses = [main.column(f"p{i}") for i in self.uses[metric.name]]
-            if metric.function == "mean":
-                columns.append(pc.divide(uses[0], pc.cast(uses[1], pa.float64())))
+            side = sides[self.side_of[metric.name]] if metric.name in self.side_of else None
+            if metric.function in ("sum", "mean") and side is not None:  # a float column
+                count = uses[0].to_numpy()
+                total = fsum_values(side.column("b").to_numpy(), side.column("n").to_numpy())
+                value = total / np.maximum(count, 1) if metric.function == "mean" else total
+                columns.append(pa.array(value, pa.float64(), mask=count == 0))
+            elif metric.function == "mean":
+                total = pc.cast(uses[1], pa.float64())
+                columns.append(pc.divide(total, pc.cast(uses[0], pa.float64())))
             elif metric.function == "approx_quantile":
-                columns.append(self._quantile(metric, sketches, main.num_rows))
+                assert side is not None and metric.quantile is not None
+                values, has = quantiles(side.column("b").to_numpy(), side.column("n").to_numpy(),
+                                        metric.quantile, self.options.quantile_accuracy)
+                columns.append(pa.array(values, pa.float64(), mask=~has))
+            elif metric.function == "sum":
+                columns.append(uses[1])
             else:
                 columns.append(uses[0])
         return pa.table(columns, names=[*self.keys, *(m.name for m in self.metrics)])
-
-    def _quantile(self, metric: Metric, sketches: list[pa.Table], groups: int) -> pa.Array:
-        sketch = sketches[self.sketch_columns.index(metric.column or "")]
-        buckets = sketch.column("b").to_numpy()
-        counts = sketch.column("n").to_numpy()
-        assert metric.quantile is not None
-        values, has = quantiles(buckets, counts, metric.quantile,
-                                self.options.quantile_accuracy)
-        assert len(values) == groups, "sketch groups out of line"
-        return pa.array(values, pa.float64(), mask=~has)
 
 
 def _plain(kind: pa.DataType) -> pa.DataType:

@@ -46,7 +46,7 @@ class BloomSeen:
         return False
 
     def _positions(self, keys: np.ndarray) -> np.ndarray:
-        halves = keys.view(np.uint64).reshape(-1, 2)
+        halves = np.ascontiguousarray(keys).view(np.uint64).reshape(-1, 2)
         h1, h2 = halves[:, 0], halves[:, 1] | np.uint64(1)
         steps = np.arange(self.k, dtype=np.uint64)
         return (h1[:, None] + steps[None, :] * h2[:, None]) % np.uint64(self.m)

@@ -2,8 +2,8 @@
 spilled to disk by hash partition when they outgrow the memory budget.
 
 Tables here have the group keys as ``k0, k1, ...``, the partial states as ``p0, p1, ...``
-(main table) and, in a sketch table, ``b`` (bucket) and ``n`` (count). Arrow's hash
-group-by does the folding and merging; nulls in a key make a group of their own.
+(main table) and, in a side table (an exact float sum or a quantile sketch), ``b`` and
+``n``. Arrow's hash group-by does the folding and merging; nulls in a key make a group of their own.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def merge_main(tables: list[pa.Table], keys: list[str], merges: list[str]) -> pa
                     names=[*keys, *(f"p{i}" for i in range(len(merges)))])
 
 
-def merge_sketch(tables: list[pa.Table], keys: list[str]) -> pa.Table:
+def merge_side(tables: list[pa.Table], keys: list[str]) -> pa.Table:
     table = _concat(tables)
     merged = table.group_by([*keys, "b"], use_threads=False).aggregate([("n", "sum")])
     return pa.table([*(merged.column(k) for k in [*keys, "b"]), merged.column("n_sum")],
@@ -52,15 +52,15 @@ def partition_of(table: pa.Table, keys: list[str]) -> pa.Array:
 
 
 class GroupState:
-    """The main partial table and one sketch table per quantile column, with the partials
+    """The main partial table and the side tables, with the partials
     not merged yet; ``spill`` writes them out by partition, ``merged`` reads them back."""
 
-    def __init__(self, keys: list[str], merges: list[str], sketches: int,
+    def __init__(self, keys: list[str], merges: list[str], sides: int,
                  folder: Callable[[], Path]) -> None:
         self.keys = keys
         self.merges = merges
         self.main: list[pa.Table] = []  # [merged state, pending partials...]
-        self.sketches: list[list[pa.Table]] = [[] for _ in range(sketches)]
+        self.sides: list[list[pa.Table]] = [[] for _ in range(sides)]
         self._folder = folder
         self._pending_rows = 0
         self._state_rows = 0
@@ -68,13 +68,13 @@ class GroupState:
 
     @property
     def nbytes(self) -> int:
-        tables = itertools.chain(self.main, *self.sketches)
+        tables = itertools.chain(self.main, *self.sides)
         return sum(t.nbytes for t in tables)
 
-    def add(self, main: pa.Table, sketches: list[pa.Table]) -> None:
+    def add(self, main: pa.Table, sides: list[pa.Table]) -> None:
         self.main.append(main)
-        for held, sketch in zip(self.sketches, sketches, strict=True):
-            held.append(sketch)
+        for held, side in zip(self.sides, sides, strict=True):
+            held.append(side)
         self._pending_rows += main.num_rows
         if self._pending_rows >= max(self._state_rows, _MERGE_ROWS):
             self.merge()
@@ -82,9 +82,9 @@ class GroupState:
     def merge(self) -> None:
         if len(self.main) > 1:
             self.main = [merge_main(self.main, self.keys, self.merges)]
-        for index, held in enumerate(self.sketches):
+        for index, held in enumerate(self.sides):
             if len(held) > 1:
-                self.sketches[index] = [merge_sketch(held, self.keys)]
+                self.sides[index] = [merge_side(held, self.keys)]
         self._state_rows = self.main[0].num_rows if self.main else 0
         self._pending_rows = 0
 
@@ -93,7 +93,7 @@ class GroupState:
         self.merge()
         folder = self._folder()
         for name, tables in (("main", self.main),
-                             *((f"sketch{i}", held) for i, held in enumerate(self.sketches))):
+                             *((f"side{i}", held) for i, held in enumerate(self.sides))):
             if not tables:
                 continue
             table = tables[0]
@@ -106,7 +106,7 @@ class GroupState:
                         writer.write_table(rows)
         self.spills += 1
         self.main = []
-        self.sketches = [[] for _ in self.sketches]
+        self.sides = [[] for _ in self.sides]
         self._state_rows = self._pending_rows = 0
 
     def merged(self) -> Iterator[tuple[pa.Table, list[pa.Table]]]:
@@ -114,7 +114,7 @@ class GroupState:
         if not self.spills:
             self.merge()
             if self.main:
-                yield self.main[0], [held[0] for held in self.sketches]
+                yield self.main[0], [held[0] for held in self.sides]
             return
         if self.main:
             self.spill()
@@ -123,10 +123,10 @@ class GroupState:
             main = _read(sorted(folder.glob(f"main-{part:02d}-*.arrow")))
             if main is None:
                 continue
-            sketches = [_read(sorted(folder.glob(f"sketch{i}-{part:02d}-*.arrow")))
-                        for i in range(len(self.sketches))]
+            sides = [_read(sorted(folder.glob(f"side{i}-{part:02d}-*.arrow")))
+                        for i in range(len(self.sides))]
             yield (merge_main([main], self.keys, self.merges),
-                   [merge_sketch([s], self.keys) for s in sketches if s is not None])
+                   [merge_side([s], self.keys) for s in sides if s is not None])
 
 
 def _read(paths: list[Path]) -> pa.Table | None:

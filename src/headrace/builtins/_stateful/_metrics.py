@@ -94,29 +94,31 @@ def output_type(metric: Metric, schema: pa.Schema) -> pa.DataType:
 
 @dataclass(frozen=True)
 class Partial:
-    """One partial state column: ``function`` over ``column`` (cast to ``cast``), merged
-    with ``merge``."""
+    """One partial state: ``function`` over ``column`` (cast to ``cast``), merged with
+    ``merge``. ``fsum`` is an exact float sum, kept in a side table (see ``_sketch``)."""
 
     column: str | None
-    function: str  # pyarrow hash aggregate: count_all, count, sum, min, max
+    function: str  # count_all, count, sum, min, max (Arrow's hash aggregates) or fsum
     cast: pa.DataType | None
-    merge: str  # sum, min, max
+    merge: str  # sum, min, max; "" for fsum
 
 
 def partials_of(metric: Metric, schema: pa.Schema) -> list[Partial]:
-    """The partial states a metric is computed from (none for approx_quantile)."""
+    """The partial states a metric is computed from (none for approx_quantile). Float sums
+    are exact (``fsum``), so no result depends on how the input was cut into batches."""
     fn, col = metric.function, metric.column
     if col is None:
         return [Partial(None, "count_all", None, "sum")]
     kind = schema.field(col).type
     if pa.types.is_dictionary(kind):
         kind = kind.value_type
+    count = Partial(col, "count", None, "sum")
     if fn == "count":
-        return [Partial(col, "count", None, "sum")]
-    if fn == "sum":
-        return [Partial(col, "sum", sum_type(kind), "sum")]
-    if fn == "mean":
-        return [Partial(col, "sum", pa.float64(), "sum"), Partial(col, "count", None, "sum")]
+        return [count]
+    if fn in ("sum", "mean"):
+        if pa.types.is_floating(kind):
+            return [count, Partial(col, "fsum", pa.float64(), "")]
+        return [count, Partial(col, "sum", sum_type(kind), "sum")]
     if fn in ("min", "max"):
         return [Partial(col, fn, kind, fn)]
     return []
