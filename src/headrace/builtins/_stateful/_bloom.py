@@ -56,14 +56,44 @@ class BloomSeen:
         np.bitwise_or.at(self.bits, (where >> np.uint64(3)).astype(np.intp),
                          (np.uint8(1) << (where & np.uint64(7)).astype(np.uint8)))
 
-    def contains(self, keys: np.ndarray) -> np.ndarray:
-        """Which of ``keys`` the filter says it has seen (false positives possible)."""
+    def contains(self, keys: np.ndarray, order: np.ndarray | None = None) -> np.ndarray:
+        """Which of ``keys`` the filter says it has seen (false positives possible), as if
+        they were looked up and added one at a time in ``order`` (their first occurrences):
+        a key also counts as seen when keys before it in this call set all its bits. So
+        the answers do not depend on where batches begin and end."""
         if not len(keys):
             return np.zeros(0, dtype=bool)
         where = self._positions(keys)
-        hit = (self.bits[(where >> np.uint64(3)).astype(np.intp)]
-               >> (where & np.uint64(7)).astype(np.uint8)) & np.uint8(1)
-        return np.asarray(hit.all(axis=1))
+        hit = ((self.bits[(where >> np.uint64(3)).astype(np.intp)]
+                >> (where & np.uint64(7)).astype(np.uint8)) & np.uint8(1)).astype(bool)
+        seen = hit.all(axis=1)
+        if order is None:
+            return seen
+        fresh = np.flatnonzero(~seen)
+        if len(fresh) < 2:
+            return seen
+        # A fresh key whose unset bits another fresh key also sets may be seen after all,
+        # depending on the order: those few (suspects) are decided one by one.
+        bits = where[fresh]
+        unique, counts = np.unique(bits, return_counts=True)
+        shared = counts[np.searchsorted(unique, bits)] >= 2
+        suspects = fresh[(shared | hit[fresh]).all(axis=1)]
+        if not len(suspects):
+            return seen
+        sure = np.setdiff1d(fresh, suspects)
+        first_set: dict[int, int] = {}  # bit -> the earliest fresh key that sets it
+        for key in sure[np.argsort(order[sure])]:
+            for bit in where[key].tolist():
+                first_set.setdefault(bit, int(order[key]))
+        for key in suspects[np.argsort(order[suspects])]:
+            at = int(order[key])
+            unset = [int(b) for b, h in zip(where[key], hit[key], strict=True) if not h]
+            if all(first_set.get(b, at) < at for b in unset):
+                seen[key] = True  # all its bits were set by keys before it
+            else:
+                for bit in where[key].tolist():
+                    first_set[bit] = min(first_set.get(bit, at), at)
+        return seen
 
     def add(self, keys: np.ndarray, first_at: int) -> None:
         if not len(keys):

@@ -92,7 +92,10 @@ class DedupeStep(Step):
         if missing:
             return _all_dead(batch, f"no key column {missing[0]!r} in this record")
         distinct, first = first_occurrences(fingerprints(table, self.options.key))
-        new = ~self.store.contains(distinct)
+        if isinstance(self.store, BloomSeen):
+            new = ~self.store.contains(distinct, order=first)
+        else:
+            new = ~self.store.contains(distinct)
         # Each key of the batch counts as first seen where the batch starts: a resume point
         # is always a batch boundary, and this holds after steps that add records too.
         self.store.add(distinct[new], batch.records_before)
