@@ -162,17 +162,18 @@ class StepStage:
     async def _run_regrouping(
         self, inbox: ObjectReceiveStream[Batch], outbox: ObjectSendStream[Batch]
     ) -> None:
-        """A step that holds records across batches, one batch at a time. Input batches wait
-        in ``held`` until the step says its outputs have passed them (``released``); the
-        last output then carries their source position, record count and dead letters, so
-        a checkpoint never covers records the step still holds."""
+        """A step that holds records across batches, one batch at a time. What the input
+        batches stand for (source position, record count, dead letters; not their records)
+        waits in ``held`` until the step says its outputs have passed them (``released``);
+        the last output then carries it, so a checkpoint never covers records the step
+        still holds."""
         held: list[Batch] = []
         async for batch in inbox:
             if batch.enter_at > self.index:
                 await outbox.send(batch)  # a replayed record entering further down
                 continue
-            held.append(batch)
             output = await self._regroup_call(batch)
+            held.append(_place_of(batch))
             if self.budget is not None:  # its records now live in the step's own state
                 await self.budget.release(batch)
             for out in self._release(output, held, batch):
@@ -283,6 +284,13 @@ class StepStage:
                         slot.done.set()
                         break
                     tg.start_soon(work, slot, batch)
+
+
+def _place_of(batch: Batch) -> Batch:
+    """An empty batch standing for ``batch``'s place in the source: the batch's records may
+    be large and the step keeps what it needs of them itself."""
+    return Batch(_rows=[], position=batch.position, dead=batch.dead,
+                 source_records=batch.source_records, records_before=batch.records_before)
 
 
 def _all_dead(batch: Batch, exc: RetriesExhausted) -> StepOutput:
