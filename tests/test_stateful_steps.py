@@ -602,7 +602,10 @@ def _csv_pipeline(folder: Path, label: str, rows: int, steps: str) -> Path:
     data = folder / f"{label}.csv"
     write_flights_csv(data, rows=rows, seed=2)
     path = folder / f"{label}.yaml"
-    path.write_text(f"version: 1\nname: {label}\nsource: {{use: csv, path: {data.name}}}\n"
+    # 1 MiB blocks: the 1x run reaches its steady state too (with the default 8 MiB blocks
+    # it ends while the channels still fill, and the comparison would measure that).
+    path.write_text(f"version: 1\nname: {label}\nsource: {{use: csv, path: {data.name}, "
+                    "block_size: 1048576}\n"
                     f"steps:\n{steps}sink: {{use: jsonl, path: out/{label}.jsonl}}\n")
     return path
 
@@ -615,8 +618,11 @@ def test_aggregate_memory_does_not_grow_with_input(tmp_path: Path) -> None:
     steps = ("  - use: aggregate\n    group_by: [carrier, origin]\n    metrics:\n"
              "      n: count(*)\n      avg: mean(dep_delay)\n"
              "      p95: approx_quantile(dep_delay, 0.95)\n      top: max(distance)\n")
-    small = _peak_rss(_csv_pipeline(tmp_path, "one", 400_000, steps))
-    large = _peak_rss(_csv_pipeline(tmp_path, "five", 2_000_000, steps))
+    one = _csv_pipeline(tmp_path, "one", 400_000, steps)
+    five = _csv_pipeline(tmp_path, "five", 2_000_000, steps)
+    # ~1.5 s runs: the lower of two peaks each, so one scheduling hiccup does not decide
+    small = min(_peak_rss(one), _peak_rss(one))
+    large = min(_peak_rss(five), _peak_rss(five))
     _flat("aggregate", small, large)
 
 

@@ -75,7 +75,7 @@ class GroupState:
         self.main.append(main)
         for held, side in zip(self.sides, sides, strict=True):
             held.append(side)
-        self._pending_rows += main.num_rows
+        self._pending_rows += main.num_rows + sum(t.num_rows for t in sides)
         if self._pending_rows >= max(self._state_rows, _MERGE_ROWS):
             self.merge()
 
@@ -85,7 +85,7 @@ class GroupState:
         for index, held in enumerate(self.sides):
             if len(held) > 1:
                 self.sides[index] = [merge_side(held, self.keys)]
-        self._state_rows = self.main[0].num_rows if self.main else 0
+        self._state_rows = sum(t[0].num_rows for t in (self.main, *self.sides) if t)
         self._pending_rows = 0
 
     def spill(self) -> None:

@@ -17,7 +17,8 @@ import numpy as np
 
 from ._keys import FINGERPRINT
 
-_CHUNK = 20_000  # keys per SQLite statement (its variable limit is 32766)
+_CHUNK = 20_000  # keys read from SQLite at a time
+_LOOKUP = 500  # keys a lookup statement names: always as many, so one statement is cached
 
 
 class _SortedRuns:
@@ -86,11 +87,11 @@ class ExactSeen:
             return self.mirror.contains(keys)
         found: set[bytes] = set()
         raw = [keys[i: i + 1].tobytes() for i in range(len(keys))]
-        for start in range(0, len(raw), _CHUNK):
-            chunk = raw[start: start + _CHUNK]
-            marks = ",".join("?" * len(chunk))
-            found.update(r[0] for r in self.db.execute(
-                f"SELECT key FROM seen WHERE key IN ({marks})", chunk))
+        query = f"SELECT key FROM seen WHERE key IN ({','.join('?' * _LOOKUP)})"
+        for start in range(0, len(raw), _LOOKUP):
+            chunk = raw[start: start + _LOOKUP]
+            chunk += chunk[-1:] * (_LOOKUP - len(chunk))  # padded with a key it names already
+            found.update(r[0] for r in self.db.execute(query, chunk))
         return np.fromiter((k in found for k in raw), dtype=bool, count=len(raw))
 
     def add(self, keys: np.ndarray, first_at: int) -> None:
