@@ -472,9 +472,6 @@ def test_sigkill_and_resume(tmp_path: Path, case: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="engine: StepStage._regroup_call answers an empty input "
-                   "batch with released=True while the step still holds records, so the "
-                   "checkpoint passes them and a resumed run loses them")
 def test_resume_after_batches_filtered_away(tmp_path: Path) -> None:
     """A filter before an aggregate empties whole batches; killed and resumed, the output
     still counts every kept record (the checkpoint must not pass the held ones)."""

@@ -172,7 +172,10 @@ class StepStage:
             if batch.enter_at > self.index:
                 await outbox.send(batch)  # a replayed record entering further down
                 continue
-            output = await self._regroup_call(batch)
+            if batch.num_rows == 0:  # nothing for the step; it still holds what it held
+                output = StepOutput(batch=batch.slice(0, 0), released=not held)
+            else:
+                output = await self._regroup_call(batch)
             held.append(_place_of(batch))
             if self.budget is not None:  # its records now live in the step's own state
                 await self.budget.release(batch)
@@ -187,10 +190,7 @@ class StepStage:
         started = time.perf_counter()
         self.in_flight += 1
         try:
-            if batch.num_rows == 0:
-                output = StepOutput(batch=batch.slice(0, 0))
-            else:
-                output = await (self._guarded_call if self.guarded else self._call)(batch)
+            output = await (self._guarded_call if self.guarded else self._call)(batch)
         except RetriesExhausted as exc:
             output = _all_dead(batch, exc)
         except HeadraceError:
