@@ -66,7 +66,7 @@ class BloomSeen:
         where = self._positions(keys)
         hit = ((self.bits[(where >> np.uint64(3)).astype(np.intp)]
                 >> (where & np.uint64(7)).astype(np.uint8)) & np.uint8(1)).astype(bool)
-        seen = hit.all(axis=1)
+        seen: np.ndarray = np.asarray(hit.all(axis=1))
         if order is None:
             return seen
         fresh = np.flatnonzero(~seen)
