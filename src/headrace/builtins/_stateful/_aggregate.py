@@ -62,9 +62,9 @@ class AggregateStep(Step):
     """count/sum/mean/min/max/approx_quantile per group, streaming, with spilling."""
 
     summary = "metrics per group (count, sum, mean, min, max, approx_quantile)"
-    example = {"group_by": ["carrier"],
-               "metrics": {"flights": "count(*)", "avg_delay": "mean(dep_delay)",
-                           "p95_delay": "approx_quantile(dep_delay, 0.95)"}}
+    example = {"group_by": ["active"],
+               "metrics": {"n": "count(*)", "mean_score": "mean(score)",
+                           "p95_score": "approx_quantile(score, 0.95)"}}
     Options: ClassVar[type[AggregateOptions]] = AggregateOptions
     options: AggregateOptions
     regroups = True

@@ -39,7 +39,7 @@ class DedupeStep(Step):
     """Keeps the first record of each key; the keys seen survive ``--resume``."""
 
     summary = "keep the first record of each key (exact, or a Bloom filter)"
-    example = {"key": ["user_id", "day"]}
+    example = {"key": ["name"]}
     Options: ClassVar[type[DedupeOptions]] = DedupeOptions
     options: DedupeOptions
     stateful = True
