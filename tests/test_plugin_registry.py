@@ -210,5 +210,7 @@ def test_plugins_check_from_the_cli(site: Path, tmp_path: Path) -> None:
         site, tmp_path, HEADRACE_DISABLE_PLUGINS="headrace-geo-b:geocode"))
     assert failing.code == 1, failing.stdout + failing.stderr
     assert "FAILED  class" in failing.stdout and "label" in failing.stdout
+    regrouping = run_cli("plugins", "check", "aggregate", env=env)  # counted with its flush
+    assert regrouping.code == 0 and "0 failed" in regrouping.stdout, regrouping.stdout
     unknown = run_cli("plugins", "check", "filtr", env=env)
     assert unknown.code == 2 and "did you mean 'filter'" in unknown.stderr

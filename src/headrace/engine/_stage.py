@@ -52,6 +52,8 @@ class StepStage:
         # While a batch waits for a retry it gives its call slot back, so more batches than
         # ``concurrency`` may be in the ordering window (but never more calls).
         self.window = self.concurrency * 2 if self.guarded else self.concurrency
+        if self.step.stateful or self.step.regroups:
+            self.window = 1  # in order, also while a batch waits for a retry
         self._slots = anyio.CapacityLimiter(self.concurrency)
         self._process_runner: ProcessRunner | None = None
         self._thread_limiter = anyio.CapacityLimiter(self.concurrency)

@@ -94,16 +94,31 @@ async def lifecycle(trial: Trial) -> str:
 
 
 async def accounting(trial: Trial) -> str:
-    """Every record in comes out kept, filtered or dead; row ids match the records kept."""
+    """Every record in comes out kept, filtered or dead; row ids match the records kept.
+    A regrouping step is counted over the whole input, its ``flush`` included."""
     step = _step(trial)
     totals = [0, 0, 0, 0]
+
+    def add(rows_in: int, output: StepOutput) -> None:
+        out = sum(b.num_rows for b in (output.batch, *output.more))
+        for i, value in enumerate((rows_in, out, output.filtered, len(output.dead))):
+            totals[i] += value
+
     async with trial.opened(step):
+        if step.stateful:
+            await trial.call("resume_state(0)", step.resume_state, 0)
         for number, batch in enumerate(_inputs(trial, step), 1):
             output = await _process(trial, step, batch, number)
-            _account(number, batch, output)
-            totals = [a + b for a, b in zip(totals, (batch.num_rows, output.batch.num_rows,
-                                                     output.filtered, len(output.dead)),
-                                            strict=True)]
+            if not step.regroups:
+                _account(number, batch, output)
+            add(batch.num_rows, output)
+        if step.regroups:
+            final = await trial.call("flush()", step.flush)
+            if final is not None:
+                add(0, final)
+            if totals[1] + totals[2] + totals[3] != totals[0]:
+                raise CheckFailed(f"{totals[0]} records in, but {totals[1]} out (flush "
+                                  f"included) + {totals[2]} filtered + {totals[3]} dead")
     return (f"{totals[0]} records in: {totals[1]} out, {totals[2]} filtered, "
             f"{totals[3]} dead")
 
@@ -112,6 +127,10 @@ async def thread_safe(trial: Trial) -> str:
     """A step declaring ``thread_safe`` gives the same results called from several threads."""
     if not trial.subject.cls.thread_safe:
         raise CheckSkipped("declares thread_safe = False")
+    if getattr(trial.subject.cls, "regroups", False) or getattr(trial.subject.cls, "stateful",
+                                                                 False):
+        raise CheckSkipped("keeps state across batches: the engine calls it one batch at a "
+                           "time")
     step = _step(trial)
     if step.is_async or "thread" not in step.supported_executors:
         raise CheckSkipped("not run on the thread executor")
