@@ -262,11 +262,6 @@ def test_jsonl_pandas_sqlite_peak_rss_flat_at_5x(write, tmp_path: Path) -> None:
 
 
 @_needs("steps", "aggregate")
-@pytest.mark.xfail(strict=True, reason=(
-    "known bug: the parquet source opens its file with pyarrow's default pre_buffer=True, "
-    "and ParquetFile.iter_batches then keeps what it read ahead of every row group it has "
-    "passed, so memory follows the file's size (+21-26% at 5x here); with "
-    "pq.ParquetFile(path, pre_buffer=False) this pipeline measured +2%"))
 def test_parquet_aggregate_csv_peak_rss_flat_at_5x(write, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """Parquet -> aggregate by carrier and origin (200 groups, whatever the input size) ->
     CSV: peak RSS at 5x within 10%."""

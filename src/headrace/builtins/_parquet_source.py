@@ -37,7 +37,9 @@ class ParquetSource(Source):
 
     def _open_file(self) -> pq.ParquetFile:
         try:
-            return pq.ParquetFile(self.path)
+            # pre_buffer (pyarrow's default) keeps what it read ahead of every row group
+            # passed: memory would follow the file's size.
+            return pq.ParquetFile(self.path, pre_buffer=False)
         except FileNotFoundError:
             raise SourceError(f"{self.path}: no such file") from None
         except (OSError, pa.ArrowException) as exc:
