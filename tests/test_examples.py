@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
 import shutil
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -92,8 +94,35 @@ def _check_harvest(work: Path, summary: dict[str, Any]) -> None:
     assert sorted(ids) == list(range(1, 5001))
 
 
+def _check_events(work: Path, summary: dict[str, Any]) -> None:
+    """One row per event, each with the first delivery's values and its revenue."""
+    first: dict[str, dict[str, Any]] = {}
+    for event in read_jsonl(work / "data" / "events.jsonl"):
+        first.setdefault(event["event_id"], event)
+    with contextlib.closing(sqlite3.connect(work / "out" / "events.db")) as db:
+        rows = db.execute("SELECT event_id, kind, amount, revenue FROM events").fetchall()
+    assert len(rows) == len(first) == summary["records_out"]
+    for event_id, kind, amount, revenue in rows:
+        assert (kind, amount) == (first[event_id]["kind"], first[event_id]["amount"])
+        assert revenue == (amount if kind == "buy" else 0.0)
+
+
+def _check_report(work: Path, summary: dict[str, Any]) -> None:
+    """The CSV holds exactly the paid orders with a positive amount, with gross = 1.2x."""
+    with contextlib.closing(sqlite3.connect(work / "data" / "shop.db")) as db:
+        paid = dict(db.execute("SELECT id, amount FROM orders WHERE status = 'paid' AND "
+                               "amount > 0").fetchall())
+    with (work / "out" / "paid-orders.csv").open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert {int(r["id"]) for r in rows} == set(paid) and len(rows) == len(paid)
+    assert all(abs(float(r["gross"]) - round(paid[int(r["id"])] * 1.2, 2)) < 1e-9
+               for r in rows)
+
+
 EXTRA_CHECKS: dict[str, Callable[[Path, dict[str, Any]], None]] = {
     "http-enrich": _check_enrich,
     "http-download": _check_download,
     "http-harvest": _check_harvest,
+    "events-cleanup": _check_events,
+    "sqlite-report": _check_report,
 }
