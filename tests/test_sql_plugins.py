@@ -599,18 +599,20 @@ def test_sigkill_and_resume_write_every_row_exactly_once(tmp_path: Path, mode: s
         for attempt in range(KILLS):
             proc = start(path, "--resume")
             try:
-                proc.communicate(timeout=rng.uniform(0.9, 2.0))
+                _, stderr = proc.communicate(timeout=rng.uniform(0.9, 2.0))
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.communicate()
                 kills += 1
                 continue
-            assert proc.returncode in (0, 2), (attempt, proc.returncode)
+            assert proc.returncode == 0 or b"the last run completed" in stderr, (
+                attempt, stderr.decode())
             break
         else:
             proc = start(path, "--resume")
             _, stderr = proc.communicate(timeout=120)
-            assert proc.returncode == 0, stderr.decode()
+            # The last kill may land after the run completed: nothing is left to resume.
+            assert proc.returncode == 0 or b"the last run completed" in stderr, stderr.decode()
         exactly_once(t, tmp_path, count, name="crash")
         assert kills >= 3, f"only {kills} kills landed before the run ended"
 
