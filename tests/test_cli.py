@@ -209,3 +209,126 @@ def test_dlq_show_counts_by_step_and_error(write, tmp_path: Path) -> None:
     assert "3 dead letters" in text.stdout and "RaggedRow" in text.stdout
     missing = run_cli("dlq", "show", str(tmp_path / "nope.jsonl"))
     assert missing.code == 2 and "no such dead-letter file" in missing.stderr
+
+
+# The global options (--debug, -v, -q, --log-format) after the command, as before it.
+ESC_SOURCE = "x,a\x1b[2Kfake\n1,2\n"
+ESC_PIPELINE = """
+version: 1
+name: esc
+source: {use: csv, path: in.csv}
+steps:
+  - use: select
+    columns: ["a\\e[2Kfake"]
+sink: {use: jsonl, path: out.jsonl}
+"""
+
+
+def test_every_command_accepts_the_global_options() -> None:
+    """Each command and sub-group, nested ones included, takes the four global options."""
+    import typer
+
+    from headrace.cli import app
+
+    def walk(command, path):  # type: ignore[no-untyped-def]
+        yield path, command
+        for name, sub in getattr(command, "commands", {}).items():
+            yield from walk(sub, (*path, name))
+
+    commands = list(walk(typer.main.get_command(app), ()))
+    paths = {" ".join(path) for path, _ in commands}
+    assert {"run", "resume", "validate", "dlq show", "dlq replay", "config show", "infer",
+            "plugins list", "plugins show", "schema", "init"} <= paths
+    for path, command in commands:
+        opts = {opt for param in command.params for opt in param.opts}
+        assert {"--debug", "-v", "--verbose", "-q", "--quiet", "--log-format"} <= opts, path
+
+
+@pytest.mark.parametrize("command", ["validate", "run", "config show"])
+def test_debug_after_the_command_shows_traceback(write, command: str) -> None:
+    """--debug after the command adds the traceback, as it does before the command."""
+    path = write("p.yaml", GOOD.replace("use: parquet", "use: parquett"))
+    plain = run_cli(*command.split(), str(path))
+    assert plain.code == 2 and "Traceback" not in plain.stderr
+    result = run_cli(*command.split(), str(path), "--debug")
+    assert result.code == 2
+    assert "Traceback" in result.stderr
+    assert "unknown sink plugin 'parquett'" in result.stderr.splitlines()[-1]
+
+
+def test_quiet_after_the_command_silences_progress_and_summary(pipeline: Path) -> None:
+    """-q after the command: no periodic progress lines, no summary; -q wins over -v."""
+    fast = ("--set", "runtime.progress_interval=0.001")
+    loud = run_cli("run", str(pipeline), *fast)
+    assert loud.code == 0, loud.stderr
+    assert "records read" in loud.stderr and "ok: 3 in, 2 out" in loud.stderr
+    for args in (("run", str(pipeline), *fast, "-q"),
+                 ("run", "-q", str(pipeline), *fast),
+                 ("-v", "run", str(pipeline), *fast, "--quiet")):
+        result = run_cli(*args)
+        assert result.code == 0, args
+        assert result.stderr == "", args
+    assert (pipeline.parent / "out" / "o.parquet").exists()
+
+
+@pytest.mark.parametrize("args", [
+    ("run", "{path}", "-v", "--log-format", "json"),
+    ("-v", "run", "{path}", "--log-format", "json"),
+    ("--log-format", "text", "run", "{path}", "--log-format", "json", "-v"),
+], ids=["after", "mixed", "after-wins"])
+def test_log_format_after_the_command_gives_json_lines(write, args: tuple[str, ...]) -> None:
+    """--log-format json after the command (with -v before or after) logs JSON lines."""
+    write("in.csv", ESC_SOURCE)
+    path = write("p.yaml", ESC_PIPELINE)
+    result = run_cli(*(a.format(path=path) for a in args))
+    assert result.code == 0, result.stderr
+    logs = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    engine = [entry for entry in logs if entry["logger"] == "headrace.engine"]
+    assert engine, result.stderr
+    assert engine[0]["level"] == "INFO"
+    assert engine[0]["message"].endswith("a\x1b[2Kfake")
+    assert "headrace INFO" not in result.stderr
+
+
+def test_verbose_after_the_command_gives_text_logs(write) -> None:
+    """-v after the command turns on INFO logs in the default text format."""
+    write("in.csv", ESC_SOURCE)
+    path = write("p.yaml", ESC_PIPELINE)
+    quiet = run_cli("run", str(path))
+    assert "headrace INFO" not in quiet.stderr
+    result = run_cli("run", str(path), "-v")
+    assert result.code == 0, result.stderr
+    assert ("headrace INFO headrace.engine: reading only the columns the pipeline uses: "
+            "a\\x1b[2Kfake") in result.stderr.splitlines()
+
+
+def test_global_options_after_the_command_add_up(capsys) -> None:  # type: ignore[no-untyped-def]
+    """-v before and -v after the command is -vv (DEBUG); a later --log-format wins."""
+    import logging
+
+    from headrace.cli import main
+    from headrace.cli._app import State
+
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    try:
+        assert main(["-v", "--log-format", "json", "schema", "-v", "--log-format", "text"]) == 0
+        assert (State.verbosity, root.level, State.log_format) == (2, logging.DEBUG, "text")
+        assert main(["schema", "--debug", "-q", "-v"]) == 0
+        assert (State.debug, State.verbosity, root.level) == (True, -1, logging.ERROR)
+        assert main(["schema"]) == 0  # nothing carried over from the last command line
+        assert (State.debug, State.verbosity, root.level) == (False, 0, logging.WARNING)
+    finally:
+        for handler in list(root.handlers):
+            if handler not in handlers:
+                root.removeHandler(handler)
+        root.setLevel(level)
+    assert json.loads(capsys.readouterr().out.split("\n}\n")[0] + "}")["type"] == "object"
+
+
+def test_unknown_log_format_after_the_command_is_a_usage_error(pipeline: Path) -> None:
+    """--log-format xml after the command is refused with exit 2, as before it."""
+    result = run_cli("run", str(pipeline), "--log-format", "xml")
+    assert result.code == 2
+    assert "--log-format" in result.stderr
+    assert not (pipeline.parent / "out").exists()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from headrace._version import __version__
 from headrace.cli._config_cmd import config_app
@@ -21,8 +22,23 @@ from headrace.cli._logging import LogFormat, setup_logging
 from headrace.cli._plugins_cmd import plugins_app
 from headrace.errors import HeadraceError
 
+
+class _GlobalOptionsGroup(TyperGroup):
+    """The root group: every command and sub-group under it also accepts the global options
+    (``headrace run p.yaml -q``), so they work before and after the command."""
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        holder = typer.Typer(add_completion=False)
+        holder.command()(_global_options)
+        options = typer.main.get_command(holder).params
+        for command in self.commands.values():
+            _add_global_options(command, options)
+
+
 app = typer.Typer(
     name="headrace",
+    cls=_GlobalOptionsGroup,
     help="Run data pipelines: stream records from sources through steps into sinks.",
     no_args_is_help=True,
     add_completion=False,
@@ -37,7 +53,19 @@ app.command("infer")(infer_command)
 
 class State:
     debug = False
-    verbosity = 0
+    verbosity = 0  # -1 with -q, else the number of -v
+    # What the global options said so far, before and after the command.
+    verbose = 0
+    quiet = False
+    log_format = LogFormat.text
+
+
+def _apply_options() -> None:
+    """Logging as the global options given so far say: -q wins over -v; -v INFO, -vv DEBUG."""
+    State.verbosity = -1 if State.quiet else State.verbose
+    level = (logging.ERROR if State.quiet else logging.DEBUG if State.verbose > 1
+             else logging.INFO if State.verbose else logging.WARNING)
+    setup_logging(State.log_format, level)
 
 
 def _stderr_console() -> Any:
@@ -75,10 +103,61 @@ def main_options(
     version: Annotated[bool, typer.Option("--version", callback=_version_callback,
                                           is_eager=True, help="Versions and exit.")] = False,
 ) -> None:
-    State.debug = debug
-    State.verbosity = -1 if quiet else verbose
-    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
-    setup_logging(log_format, logging.ERROR if quiet else level)
+    State.debug, State.verbose, State.quiet, State.log_format = debug, verbose, quiet, log_format
+    _apply_options()
+
+
+# The same options after the command: each one adds to what came before it (-v then -v is
+# -vv; --log-format given after the command wins). Parsed by the command, after main_options.
+def _debug_after(value: bool) -> None:
+    State.debug = State.debug or value
+
+
+def _verbose_after(value: int) -> None:
+    if value:
+        State.verbose += value
+        _apply_options()
+
+
+def _quiet_after(value: bool) -> None:
+    if value:
+        State.quiet = True
+        _apply_options()
+
+
+def _log_format_after(value: LogFormat | None) -> None:
+    if value is not None:
+        State.log_format = value
+        _apply_options()
+
+
+_PANEL = "Global options (also before the command)"
+
+
+def _global_options(
+    debug: Annotated[bool, typer.Option(
+        "--debug", help="Show tracebacks.", callback=_debug_after, expose_value=False,
+        rich_help_panel=_PANEL)] = False,
+    verbose: Annotated[int, typer.Option(
+        "-v", "--verbose", count=True, help="More logs.", callback=_verbose_after,
+        expose_value=False, rich_help_panel=_PANEL)] = 0,
+    quiet: Annotated[bool, typer.Option(
+        "-q", "--quiet", help="Only errors.", callback=_quiet_after, expose_value=False,
+        rich_help_panel=_PANEL)] = False,
+    log_format: Annotated[LogFormat | None, typer.Option(
+        "--log-format", help="Logs on stderr as text or JSON lines.",
+        callback=_log_format_after, expose_value=False, show_default=False,
+        rich_help_panel=_PANEL)] = None,
+) -> None:
+    """Only its parameters are used: the click options of the global options."""
+
+
+def _add_global_options(command: Any, options: list[Any]) -> None:
+    """Append ``options`` to ``command`` and, for a group, to every command under it."""
+    taken = {name for param in command.params for name in param.opts}
+    command.params.extend(o for o in options if not taken.intersection(o.opts))
+    for sub in getattr(command, "commands", {}).values():
+        _add_global_options(sub, options)
 
 
 def _redact(data: Any) -> Any:
