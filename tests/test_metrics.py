@@ -90,7 +90,7 @@ def realistic_events() -> tuple[list[Event], dict[str, Any]]:
             step.records_out += out
             step.filtered += filtered
             step.dead += dead
-            step.latencies.append(seconds)
+            step.latencies.add(seconds)
             events.append(BatchProcessed(step.id, records, out, filtered, dead, seconds))
             records = out
         stats.records_out += records

@@ -7,8 +7,11 @@ byte range (the source position that dead letters and checkpoints use). A line l
 
 from __future__ import annotations
 
+import os
+import select
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -89,12 +92,48 @@ class LineBlock:
         return self.first_line + np.flatnonzero(~blank)
 
 
+STDIN_POLL = 0.1  # seconds between checks for a stop while standard input is silent
+
+
+class PolledInput:
+    """A pipe (standard input) read so that a stop is seen within ``STDIN_POLL`` seconds
+    even when no more input comes: the read then ends as the input would. A blocking read
+    of a silent pipe cannot be cancelled, and would keep a stopped run waiting for input."""
+
+    def __init__(self, fd: int, stopping: Callable[[], bool]) -> None:
+        self.fd = fd
+        self.stopping = stopping
+        self.ended = False
+
+    def read(self, size: int = -1) -> bytes:
+        size = size if size >= 0 else 1 << 20
+        chunks: list[bytes] = []
+        got = 0
+        while got < size and not self.ended:
+            ready, _, _ = select.select([self.fd], [], [], STDIN_POLL)
+            if not ready:
+                if self.stopping():
+                    break
+                continue
+            chunk = os.read(self.fd, size - got)
+            if not chunk:
+                self.ended = True
+                break
+            chunks.append(chunk)
+            got += len(chunk)
+        return b"".join(chunks)
+
+    def close(self) -> None:
+        """Standard input is the process's: left open."""
+
+
 class LineReader:
     """Blocking reader; run its methods in a worker thread."""
 
     def __init__(self, path: Path | None, compression: str | None, block_size: int,
-                 max_line_bytes: int) -> None:
+                 max_line_bytes: int, stopping: Callable[[], bool] = lambda: False) -> None:
         self.path = path
+        self.stopping = stopping
         self.compression = compression
         self.block_size = block_size
         self.max_line_bytes = max_line_bytes
@@ -113,7 +152,8 @@ class LineReader:
 
     def open(self) -> None:
         try:
-            self._raw = open(self.path, "rb") if self.path else sys.stdin.buffer  # noqa: SIM115
+            self._raw = (open(self.path, "rb") if self.path  # noqa: SIM115
+                         else PolledInput(sys.stdin.fileno(), self.stopping))  # type: ignore[assignment]
         except FileNotFoundError:
             raise SourceError(f"{self.label}: no such file") from None
         except OSError as exc:

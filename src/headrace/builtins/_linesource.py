@@ -64,6 +64,7 @@ class LineSource(Source):
         self.reader = LineReader(
             path, compression_for(options.path, options.compression),
             options.block_size, max(options.max_line_bytes, options.block_size),
+            stopping=lambda: context.stopping,
         )
         self._total = path.stat().st_size if path is not None and path.is_file() else None
         self._reader: ThreadPoolExecutor | None = None

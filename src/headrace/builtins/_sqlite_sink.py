@@ -161,6 +161,10 @@ class SqliteSink(Sink):
         await self._call(self._open_blocking)
 
     @property
+    def _tracks_rowid(self) -> bool:
+        return self.checkpointing and self.options.mode == "insert"
+
+    @property
     def _tracks_start(self) -> bool:
         return self.checkpointing and self.options.mode == "insert" and not self.replace
 
@@ -183,16 +187,34 @@ class SqliteSink(Sink):
         if not state:
             self._start_fresh()
         elif self.options.mode == "insert":
+            rowid = int(state["rowid"])
             if not self._exists(self.options.table):
+                if rowid == 0:  # the checkpoint came before the first row: nothing to cut
+                    return
                 raise SinkError(f"cannot resume: table {self.options.table} is gone from "
                                 f"{self.path}", hint="run without --resume to start over")
-            self._transaction().execute(f"DELETE FROM {self.table} WHERE rowid > ?",
-                                        (int(state["rowid"]),))
+            self._check_rowid_order()
+            self._transaction().execute(f"DELETE FROM {self.table} WHERE rowid > ?", (rowid,))
 
     async def resume(self, state: dict[str, Any]) -> None:
         await self._call(self._resume_blocking, state)
 
+    def _check_rowid_order(self) -> None:
+        """The resume cut needs rowids in write order: not so when the rowid is the data's
+        own key (a column declared ``INTEGER PRIMARY KEY``)."""
+        columns = self.db.execute(f"PRAGMA table_info({self.table})").fetchall()
+        keys = [c for c in columns if c[5]]
+        if len(keys) == 1 and str(keys[0][2]).upper() == "INTEGER":
+            name = keys[0][1]
+            raise SinkError(
+                f"{self.describe()}: column {name!r} is the table's INTEGER PRIMARY KEY, so "
+                "row ids follow the data, not the order rows were written: insert mode "
+                "cannot cut a resumed run back to its checkpoint",
+                hint=f"use mode: upsert with key: [{name}] (a replay rewrites the same rows)")
+
     def _checkpoint_blocking(self) -> dict[str, Any]:
+        if self._tracks_rowid and self._exists(self.options.table):
+            self._check_rowid_order()
         if self.db.in_transaction:
             self.db.execute("COMMIT")
         return {"rowid": self._max_rowid()}

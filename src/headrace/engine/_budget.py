@@ -2,8 +2,9 @@
 
 Each batch is charged its Arrow size when the source hands it over and pays it back when it
 leaves the pipeline: written by the sink, or taken in by a regrouping step (whose own state
-has its own budget). The charge follows the batch through steps; a batch bigger than the
-whole budget still goes when nothing else is in flight, so a run never deadlocks.
+has its own budget). The charge travels in the batch's span (``_parcel.Span``), which stages
+move from input to output, so it is paid back exactly once; a batch bigger than the whole
+budget still goes when nothing else is in flight, so a run never deadlocks.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import anyio
 
 from headrace.plugin import Batch
+
+from ._parcel import Span
 
 
 def batch_bytes(batch: Batch) -> int:
@@ -28,7 +31,8 @@ class MemoryBudget:
         self.waits = 0
         self._changed = anyio.Condition()
 
-    async def acquire(self, batch: Batch) -> None:
+    async def acquire(self, batch: Batch, span: Span) -> None:
+        """Wait until ``batch`` fits; its charge is then carried by ``span``."""
         size = batch_bytes(batch)
         async with self._changed:
             if self.in_flight and self.in_flight + size > self.limit:
@@ -37,10 +41,11 @@ class MemoryBudget:
                     await self._changed.wait()
             self.in_flight += size
             self.peak = max(self.peak, self.in_flight)
-        batch.charge = size
+        span.charge = size
 
-    async def release(self, batch: Batch) -> None:
-        size, batch.charge = batch.charge, 0
+    async def release(self, span: Span) -> None:
+        """Pay back what ``span`` carries (once: the charge is then zero)."""
+        size, span.charge = span.charge, 0
         if size:
             async with self._changed:
                 self.in_flight -= size

@@ -19,7 +19,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from headrace.errors import ConfigError, HeadraceError
+from headrace.errors import HeadraceError
+
+from ._lifecycle import ResumeError, RunState, next_state
 
 logger = logging.getLogger("headrace.engine")
 
@@ -34,10 +36,6 @@ CREATE TABLE IF NOT EXISTS run (
     checkpoint TEXT
 )
 """
-
-
-class ResumeError(ConfigError):
-    """``--resume`` cannot continue: nothing to resume, or the pipeline or input changed."""
 
 
 class RunLockedError(HeadraceError):
@@ -71,6 +69,8 @@ class Ledger:
         self.path = run_dir / "ledger.sqlite"
         self._db: sqlite3.Connection | None = None
         self._lock_handle: IO[str] | None = None
+        #: This run's state (``_lifecycle``); None until ``begin`` succeeded.
+        self.state: RunState | None = None
 
     def open(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -123,13 +123,7 @@ class Ledger:
                                "the beginning")
                 return self.begin(pipeline_hash, fingerprint, resume=False)
             old_hash, old_fingerprint, status, checkpoint = row
-            if status == "completed":
-                raise ResumeError("nothing to resume: the last run completed",
-                                  hint="run without --resume to run again")
-            if status == "stopped":
-                raise ResumeError("nothing to resume: the last run stopped at max_failures and "
-                                  "published what it had", hint="fix the input or raise "
-                                  "runtime.max_failures, then run without --resume")
+            state = next_state(RunState(status), "resume")  # refused: nothing changes
             if old_hash != pipeline_hash:
                 raise ResumeError("cannot resume: the pipeline changed since the interrupted "
                                   "run (file, --set values or variables)",
@@ -138,15 +132,20 @@ class Ledger:
                 raise ResumeError("cannot resume: the input changed since the interrupted run "
                                   f"(was {old_fingerprint}, now {fingerprint_text})",
                                   hint="run without --resume to start over")
-            if status != "publishing":  # that stays until a run has published the output
-                self._db.execute("UPDATE run SET status = 'running', updated_at = ? "
-                                 "WHERE id = 1", (_now(),))
+            self._set(state)
             return Checkpoint.from_json(checkpoint) if checkpoint else None
         self._db.execute(
-            "INSERT OR REPLACE INTO run VALUES (1, ?, ?, 'running', ?, ?, NULL)",
-            (pipeline_hash, fingerprint_text, _now(), _now()),
+            "INSERT OR REPLACE INTO run VALUES (1, ?, ?, ?, ?, ?, NULL)",
+            (pipeline_hash, fingerprint_text, RunState.RUNNING.value, _now(), _now()),
         )
+        self.state = RunState.RUNNING
         return None
+
+    def _set(self, state: RunState) -> None:
+        assert self._db is not None
+        self._db.execute("UPDATE run SET status = ?, updated_at = ? WHERE id = 1",
+                         (state.value, _now()))
+        self.state = state
 
     def commit(self, checkpoint: Checkpoint) -> None:
         assert self._db is not None
@@ -156,15 +155,21 @@ class Ledger:
     def mark_publishing(self) -> None:
         """The final checkpoint is committed and the output is being published: a run
         killed from here on is resumed by finishing the publication (``Sink.resume``)."""
-        assert self._db is not None
-        self._db.execute("UPDATE run SET status = 'publishing', updated_at = ? WHERE id = 1",
-                         (_now(),))
+        assert self.state is not None
+        self._set(next_state(self.state, "publish"))
 
-    def end(self, status: str) -> None:
-        assert self._db is not None
+    def end(self, event: str) -> None:
+        """Record how this run ended (complete, stop, fail, interrupt). Nothing when it never
+        began: a refused ``--resume`` leaves the earlier run's state as it was."""
+        if self.state is None:
+            return
+        try:
+            state = next_state(self.state, event)
+        except ValueError as exc:  # an engine bug; the run's own outcome matters more
+            logger.error("run ledger: %s", exc)
+            return
         with contextlib.suppress(sqlite3.Error):
-            self._db.execute("UPDATE run SET status = ?, updated_at = ? WHERE id = 1",
-                             (status, _now()))
+            self._set(state)
 
 
 def pipeline_hash(config_json: str) -> str:

@@ -136,11 +136,27 @@ def build_plan(loaded: LoadedPipeline) -> Plan:
                 "executor: thread or async)")
         policy = step.context.policy
         assert isinstance(policy, StepPolicy)
+        if (step.regroups or step.stateful) and policy.policies.timeout is not None:
+            _no_timeout_on_state(loaded, index, step_id, spec, policy)
         steps.append(PlannedStep(step=step, spec=spec, executor=executor, policy=policy))
     sink = _instantiate("sink", config.sink, config.sink.id or config.sink.use, ("sink",),
                         loaded, services)
     assert isinstance(source, Source) and isinstance(sink, Sink)
     return Plan(pipeline=loaded, source=source, steps=steps, sink=sink, services=services)
+
+
+def _no_timeout_on_state(loaded: LoadedPipeline, index: int, step_id: str, spec: PluginSpec,
+                         policy: StepPolicy) -> None:
+    """A step that keeps state must see one call at a time, always: a timed-out call of a
+    worker thread cannot be stopped and would change the state beside its retry. Refused
+    when the step sets ``timeout``; ``runtime.timeout`` (a default) does not reach it."""
+    if "timeout" in spec.model_fields_set:
+        raise ConfigValueError(
+            f"{loaded.locations.where(('steps', index, 'timeout'))}: step '{step_id}' keeps "
+            "state across batches and takes no timeout: a call that timed out would go on "
+            "changing that state beside its retry",
+            hint="remove timeout from this step (runtime.timeout does not apply to it)")
+    policy.policies = policy.policies.model_copy(update={"timeout": None})
 
 
 def check_schemas(plan: Plan) -> list[tuple[str, Any]]:

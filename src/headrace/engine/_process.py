@@ -96,8 +96,30 @@ class ProcessRunner:
         return StepOutput(batch=batch.derive(table=from_ipc(data), row_ids=row_ids),
                           filtered=filtered, dead=dead)
 
-    def shutdown(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+    async def shutdown(self, grace: float) -> None:
+        """Let the workers end; those still busy after ``grace`` seconds (a call that never
+        returns, a run cancelled mid-call) are terminated, then killed."""
+        import anyio
+
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        # The pool's own processes (CPython's private map; ``terminate_workers`` is 3.14+).
+        processes = list((getattr(self._pool, "_processes", None) or {}).values())
+        await anyio.to_thread.run_sync(_join, processes, grace)
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+        await anyio.to_thread.run_sync(_join, processes, 2.0)
+        for process in processes:
+            if process.is_alive():
+                process.kill()
+
+
+def _join(processes: list[Any], seconds: float) -> None:
+    import time
+
+    deadline = time.monotonic() + seconds
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
 
 
 def _named(name: str) -> Exception:

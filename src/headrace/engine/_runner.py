@@ -24,7 +24,7 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from anyio.streams.memory import MemoryObjectSendStream
 
 from headrace.errors import HeadraceError, SinkError, SourceError
-from headrace.plugin import Batch, DeadRecord, Position
+from headrace.plugin import DeadRecord, Position
 
 from ._budget import MemoryBudget
 from ._deadletter import DeadLetterWriter
@@ -41,6 +41,8 @@ from ._events import (
     StopRequested,
 )
 from ._ledger import Checkpoint, Ledger, default_run_dir, pipeline_hash
+from ._lifecycle import resumable
+from ._parcel import END, Item, Letter, Parcel, Span
 from ._plan import Plan
 from ._projection import apply_projection
 from ._resilience import StepPolicy
@@ -143,10 +145,14 @@ class Runner:
                                              config.runtime.run_dir))
         self._resumed_records = 0  # committed by the runs this one continues
         self._resumed_dead = 0  # and dead-lettered by them: max_failures counts the whole run
-        self._last_position: Position | None = None  # of the last batch the sink took
+        self._last_position: Position | None = None  # of the last aligned parcel written
+        self._sink_aligned = True  # the sink's output ends at an input boundary
+        self.source_exhausted = False  # the source ended by itself (not stopped)
+        self.input_complete = False  # ... and everything it read reached the sink
+        self._restore_failed = False  # putting a resumed run's sink or source back failed
         self._committed_records = 0
         self._last_checkpoint = 0.0
-        self._gauges: list[tuple[str, MemoryObjectSendStream[Batch]]] = []
+        self._gauges: list[tuple[str, MemoryObjectSendStream[Item]]] = []
         self._stages: list[StepStage] = []
         self.stopped_for_failures = False
         self.published = False
@@ -156,6 +162,12 @@ class Runner:
         self, step: str, position: Position | None, dead: list[DeadRecord]
     ) -> None:
         await anyio.to_thread.run_sync(self.dead_letters.write, step, position, dead)
+
+    @property
+    def _flushes_on_stop(self) -> bool:
+        """Whether a stopped run publishes what it drained (then regrouping steps flush what
+        they hold): a max_failures stop, or a run without checkpoints to resume from."""
+        return self.stopped_for_failures or not self.checkpointing
 
     def _over_budget(self) -> bool:
         """Dead letters past ``max_failures``, over this run and the runs it continues."""
@@ -177,26 +189,33 @@ class Runner:
                 f"more than max_failures ({runtime.max_failures}) records dead-lettered: "
                 "stopping"))
 
-    async def _run_source(self, outbox: ObjectSendStream[Batch]) -> None:
+    async def _run_source(self, outbox: ObjectSendStream[Item]) -> None:
         source = self.plan.source
         async with outbox:
             iterator = source.batches()
             try:
                 async for batch in iterator:
-                    rejects = batch.rejects
-                    batch.source_records = batch.num_rows + len(rejects)
-                    batch.records_before = self._resumed_records + self.stats.records_in
-                    self.stats.records_in += batch.source_records
+                    rejects, batch.rejects = batch.rejects, []
+                    span = Span(position=batch.position,
+                                source_records=batch.num_rows + len(rejects),
+                                records_before=self._resumed_records + self.stats.records_in,
+                                enter_at=batch.enter_at)
+                    batch.records_before = span.records_before
+                    self.stats.records_in += span.source_records
                     if self.budget is not None:
-                        await self.budget.acquire(batch)
+                        await self.budget.acquire(batch, span)
                     if rejects:
                         self.stats.source_dead += len(rejects)
-                        batch.dead = [(self._source_id, r) for r in rejects]
-                        batch.rejects = []
+                        span.letters = [Letter(self._source_id, batch.position, r)
+                                        for r in rejects]
                     self.bus.emit(BatchRead(batch.num_rows, len(rejects), source.progress()))
-                    await outbox.send(batch)
+                    await outbox.send(Parcel(batch, span))
                     if self.stop.requested.is_set():
                         break
+                else:  # a source may end early on a stop (stdin does): that is no end
+                    self.source_exhausted = not self.stop.requested.is_set()
+                if self.source_exhausted or self._flushes_on_stop:
+                    await outbox.send(END)
             except HeadraceError:
                 raise
             except (OSError, pa.ArrowException) as exc:
@@ -208,12 +227,16 @@ class Runner:
                 with anyio.CancelScope(shield=True):
                     await iterator.aclose()  # type: ignore[attr-defined]
 
-    async def _run_sink(self, inbox: ObjectReceiveStream[Batch]) -> None:
+    async def _run_sink(self, inbox: ObjectReceiveStream[Item]) -> None:
         interval = self.plan.pipeline.config.runtime.checkpoint_interval
         async with inbox:
-            async for batch in inbox:
-                if batch.dead:  # in source order, just before the batch's records are written
-                    await self._write_dead_letters(batch)
+            async for item in inbox:
+                if item is END:
+                    continue
+                assert isinstance(item, Parcel)
+                batch, span = item.batch, item.span
+                if span.letters:  # in source order, just before the batch's records
+                    await self._write_letters(span.letters)
                 started = time.perf_counter()
                 try:
                     refused = await self.plan.sink.write(batch)
@@ -227,34 +250,39 @@ class Runner:
                         raise exc from None
                 if refused:
                     self.stats.sink_dead += len(refused)
-                    batch.dead = [(self.plan.sink.context.plugin_id, r) for r in refused]
-                    await self._write_dead_letters(batch)
+                    sink_id = self.plan.sink.context.plugin_id
+                    await self._write_letters([Letter(sink_id, batch.position, r)
+                                               for r in refused])
                 self.stats.records_out += batch.num_rows - len(refused or ())
-                self._committed_records += batch.source_records
+                self._committed_records += span.source_records
                 if self.budget is not None:
-                    await self.budget.release(batch)
-                self._last_position = batch.position or self._last_position
-                # Rows a regrouping step emitted ahead of its input's position: no
-                # checkpoint until a batch carrying a position closes the group.
-                aligned = batch.position is not None
+                    await self.budget.release(span)
+                # Rows a regrouping step emitted ahead of the input they close, and dead
+                # letters sent on ahead, end at no input boundary: no checkpoint after them
+                # until a parcel carrying a position closes the group.
+                self._sink_aligned = item.aligned
+                if item.aligned:
+                    self._last_position = span.position
                 self.bus.emit(BatchWritten(batch.num_rows, time.perf_counter() - started))
                 self._check_failure_budget()
-                if (self.checkpointing and aligned
+                if (self.checkpointing and item.aligned
                         and time.monotonic() - self._last_checkpoint >= interval):
                     await self._checkpoint()
 
-    async def _write_dead_letters(self, batch: Batch) -> None:
+    async def _write_letters(self, letters: list[Letter]) -> None:
         """In line order, whatever step each failed in: the file is then the same whichever
         way the input was cut into batches (an interrupted and resumed run included)."""
-        ordered = sorted(batch.dead, key=lambda item: -1 if item[1].row_id is None
-                         else item[1].row_id)
+        ordered = sorted(letters, key=lambda letter: -1 if letter.record.row_id is None
+                         else letter.record.row_id)
         start = 0
         while start < len(ordered):
-            step = ordered[start][0]
+            first = ordered[start]
             stop = start + 1
-            while stop < len(ordered) and ordered[stop][0] == step:
+            while (stop < len(ordered) and ordered[stop].step == first.step
+                   and ordered[stop].position == first.position):
                 stop += 1
-            await self._write_dead(step, batch.position, [r for _, r in ordered[start:stop]])
+            await self._write_dead(first.step, first.position,
+                                   [letter.record for letter in ordered[start:stop]])
             start = stop
 
     async def _checkpoint(self) -> None:
@@ -306,6 +334,13 @@ class Runner:
         checkpoint = await anyio.to_thread.run_sync(
             self.ledger.begin, self.pipeline_hash, self.fingerprint, self.resume
         )
+        try:
+            await self._restore(checkpoint, previous)
+        except BaseException:
+            self._restore_failed = True  # a later --resume would fail the same way
+            raise
+
+    async def _restore(self, checkpoint: Checkpoint | None, previous: str | None) -> None:
         if self.resume:
             checkpoint = await self._newer_stored_checkpoint(checkpoint)
         # Killed while publishing: its final checkpoint covers everything it read, and its
@@ -353,27 +388,30 @@ class Runner:
                 stage.budget = self.budget
             self._last_checkpoint = time.monotonic()
             names = [self._source_id, *(s.stats.id for s in stages), "sink"]
-            send, receive = anyio.create_memory_object_stream[Batch](size)
+            send, receive = anyio.create_memory_object_stream[Item](size)
             self._gauges = [(f"{names[0]}->{names[1]}", send)]
             async with anyio.create_task_group() as tg:
                 if not self._publishing:
                     tg.start_soon(self._run_source, send)
                 for index, stage in enumerate(stages):
-                    next_send, next_receive = anyio.create_memory_object_stream[Batch](size)
+                    next_send, next_receive = anyio.create_memory_object_stream[Item](size)
                     self._gauges.append((f"{names[index + 1]}->{names[index + 2]}", next_send))
                     tg.start_soon(stage.run, receive, next_send)
                     receive = next_receive
                 tg.start_soon(self._run_sink, receive)
                 if self._publishing:
                     await send.aclose()  # nothing to read: the channels close at once
+            # The whole input reached the sink (a signal that came after the source ended
+            # interrupts nothing), or a run killed while publishing is being finished.
+            self.input_complete = self.source_exhausted or self._publishing
             with anyio.CancelScope(shield=True):
-                if self.checkpointing:
-                    await self._checkpoint()  # drained: everything read is committed
+                if self.checkpointing and self._sink_aligned:
+                    await self._checkpoint()  # drained: everything released is committed
                 # An interrupted resumable run keeps its partial output for --resume; else
                 # what was drained is published (a max_failures stop included: its dead
                 # letters are what the user needs to see).
-                if (self.stop.reason is None or self.stopped_for_failures
-                        or not self.checkpointing):
+                if (self.input_complete or self.stop.reason is None
+                        or self._flushes_on_stop):
                     if self.checkpointing:  # from here a crash leaves a partial publication
                         await anyio.to_thread.run_sync(self.ledger.mark_publishing)
                         self._publishing = True
@@ -441,6 +479,10 @@ class Runner:
         """Discard the sink's partial output after a failure; an error here is reported,
         never raised over the failure that led here."""
         sink = self.plan.sink
+        if self.checkpointing and self.ledger.state is None:
+            # Refused before it began (a refused --resume, another run holding the lock):
+            # the partial output there is an earlier or other run's, kept for its resume.
+            return
         try:
             with sink.failures("abort"):
                 await sink.abort()
@@ -458,17 +500,17 @@ class Runner:
             await anyio.to_thread.run_sync(self.dead_letters.close)
         if self.ledger.opened:
             if self.published:
-                status = "stopped" if self.stopped_for_failures else "completed"
-            elif self._publishing:
-                status = "publishing"  # --resume finishes it
-            else:
-                status = "failed" if error is not None else "interrupted"
-            await anyio.to_thread.run_sync(self.ledger.end, status)
+                event = "stop" if self.stopped_for_failures else "complete"
+            else:  # a run that was publishing stays so: --resume finishes it
+                event = "fail" if error is not None else "interrupt"
+            await anyio.to_thread.run_sync(self.ledger.end, event)
             await anyio.to_thread.run_sync(self.ledger.close)
 
     @property
     def ledger_resumable(self) -> bool:
-        return self.checkpointing and not self.published
+        """Whether ``--resume`` would continue this run (what the summary suggests)."""
+        return (self.checkpointing and not self.published and not self._restore_failed
+                and resumable(self.ledger.state))
 
     def _result(self, error: HeadraceError | None, cancelled: bool, duration: float
                 ) -> RunResult:
@@ -481,7 +523,7 @@ class Runner:
         over_budget = self.stopped_for_failures or self._over_budget()
         if error is not None:
             status = "failed"
-        elif self.stop.reason is not None and not self.stopped_for_failures:
+        elif self._interrupted:
             status = "interrupted"
             extra["interrupted_by"] = self.stop.reason
             if cancelled:
@@ -521,10 +563,23 @@ class Runner:
                 "resumable": self.ledger_resumable,
                 "run_dir": str(self.ledger.run_dir),
             }
+        if status == "interrupted":
+            unfinished = (self.stats.records_in - self.stats.records_out
+                          - self.stats.records_filtered - self.stats.records_dead)
+            if unfinished > 0:  # held by a regrouping step: a resumed run reads them again
+                extra["records_unfinished"] = unfinished
         summary = self.stats.summary(status, duration, **extra)
         self.bus.emit(RunFinished(summary))
-        interrupted = None if self.stopped_for_failures else self.stop.reason
+        interrupted = self.stop.reason if self._interrupted else None
         return RunResult(summary=summary, error=error, interrupted_by=interrupted)
+
+    @property
+    def _interrupted(self) -> bool:
+        """Stopped by a signal before the run was done. A signal that came once the whole
+        input had reached the sink (while publishing, say) interrupted nothing."""
+        if self.stop.reason is None or self.stopped_for_failures:
+            return False
+        return not (self.published and self.input_complete)
 
 
 GC_THRESHOLDS = (20_000, 20, 10)

@@ -1,5 +1,11 @@
-"""One step of the pipeline: reads batches from its inbox, processes up to ``concurrency`` at a
-time on its executor, and sends results on in input order."""
+"""One step of the pipeline: reads parcels from its inbox, processes up to ``concurrency`` at
+a time on its executor, and sends results on in input order.
+
+Every call goes one way (``_attempt``): the step's policies, isolation of bad records where
+the step may be split, ``on_error``, then counting. Per-batch steps move their input's span
+to their output; regrouping steps hold the spans of the input they have taken in until the
+step says its outputs have passed them, and flush only at the real end of the input.
+"""
 
 from __future__ import annotations
 
@@ -21,19 +27,23 @@ from headrace.plugin import (
 from ._budget import MemoryBudget
 from ._events import BatchProcessed, EventBus
 from ._isolate import process_isolating, process_whole
+from ._parcel import END, Item, Letter, Parcel, Span
 from ._plan import PlannedStep
 from ._process import ProcessRunner
 from ._stats import StepStats
 
+#: Seconds the process pool's workers get to end after the run; then they are terminated.
+PROCESS_SHUTDOWN_TIMEOUT = 5.0
+
 
 class _Slot:
-    """A batch's place in the output order, filled when its processing ends."""
+    """An item's place in the output order, filled when its processing ends."""
 
     __slots__ = ("done", "result")
 
     def __init__(self) -> None:
         self.done = anyio.Event()
-        self.result: Batch | BaseException | None = None
+        self.result: Item | BaseException | None = None
 
 
 class StepStage:
@@ -61,11 +71,16 @@ class StepStage:
         #: Source records a resumed run starts after (set by the runner before the run).
         self.resume_records = 0
         self.budget: MemoryBudget | None = None  # runtime.memory_budget, set by the runner
+        #: Regrouping steps: the input taken in and not yet passed by an output.
+        self._held: Span | None = None
+
+    # -- one call ---------------------------------------------------------------------------
 
     async def _call(self, batch: Batch) -> StepOutput:
         executor = self.planned.executor
         if executor == "thread":
             # A timed-out call cannot stop a thread: it is abandoned to finish on its own.
+            # (Never for steps that keep state: the plan refuses a timeout on those.)
             return await anyio.to_thread.run_sync(
                 self.step.process, batch, limiter=self._thread_limiter,
                 abandon_on_cancel=self.policy.policies.timeout is not None,
@@ -78,18 +93,21 @@ class StepStage:
     async def _guarded_call(self, batch: Batch) -> StepOutput:
         return await self.policy.call(lambda: self._call(batch), slots=self._slots)
 
-    async def handle(self, batch: Batch) -> Batch:
-        if batch.enter_at > self.index or batch.num_rows == 0:
-            # Replayed records that failed further down, or nothing left to process (an
-            # empty batch may carry its input's columns: a SQL step must not bind to them).
-            return batch
+    async def _attempt(self, batch: Batch) -> StepOutput:
+        """Process ``batch`` with the step's policies and ``on_error``, and count it. A call
+        that runs out of retries makes exactly the batch's records dead letters."""
         started = time.perf_counter()
         self.in_flight += 1
+        call = self._guarded_call if self.guarded else self._call
         try:
-            isolate = process_isolating if self.step.splittable else process_whole
-            output = await isolate(self._guarded_call if self.guarded else self._call, batch)
+            if self.step.regroups:  # its batches are never split and run again
+                output = await call(batch)
+            else:
+                isolate = process_isolating if self.step.splittable else process_whole
+                output = await isolate(call, batch)
         except RetriesExhausted as exc:
-            output = _all_dead(batch, exc)
+            # A regrouping step still holding earlier input has released nothing by this.
+            output = _all_dead(batch, exc, released=self._held is None)
         except HeadraceError:
             raise
         except Exception as exc:
@@ -101,45 +119,63 @@ class StepStage:
             self.in_flight -= 1
             self.stats.retries = self.policy.retries
         seconds = time.perf_counter() - started
-        dead = output.dead
-        filtered = output.filtered
+        if output.dead:
+            output = self._on_error(output)
+        self._count(batch.num_rows, output, seconds)
+        return output
+
+    def _on_error(self, output: StepOutput) -> StepOutput:
         policy = self.planned.spec.on_error
-        if dead and policy == "fail":
-            first = dead[0]
+        if policy == "fail":
+            first = output.dead[0]
             raise StepError(
                 f"step '{self.stats.id}' failed on the record at line/row {first.row_id}: "
                 f"{first.error}: {first.message}",
                 hint="on_error: dead_letter keeps the run going",
             )
-        if dead and policy == "skip":
-            filtered, dead = filtered + len(dead), []
-        result = output.batch
-        if result is not batch:  # dead letters and the source count travel with the batch
-            result.dead = batch.dead
-            result.source_records = batch.source_records
-            result.records_before = batch.records_before
-            result.charge = batch.charge
-            if result.position is None:  # one output per input: the same place in the source
-                result.position = batch.position
-        if dead:
-            result.dead = [*result.dead, *((self.stats.id, d) for d in dead)]
-        stats = self.stats
-        stats.records_in += batch.num_rows
-        stats.records_out += output.batch.num_rows
-        stats.filtered += filtered
-        stats.dead += len(dead)
-        stats.latencies.append(seconds)
-        self.bus.emit(
-            BatchProcessed(stats.id, batch.num_rows, result.num_rows, filtered,
-                           len(dead), seconds)
-        )
-        return result
+        if policy == "skip":
+            output.filtered, output.dead = output.filtered + len(output.dead), []
+        return output
 
-    async def run(
-        self, inbox: ObjectReceiveStream[Batch], outbox: ObjectSendStream[Batch]
-    ) -> None:
+    def _count(self, rows_in: int, output: StepOutput, seconds: float | None) -> None:
+        rows_out = output.batch.num_rows + sum(b.num_rows for b in output.more)
+        stats = self.stats
+        stats.records_in += rows_in
+        stats.records_out += rows_out
+        stats.filtered += output.filtered
+        stats.dead += len(output.dead)
+        if seconds is not None:
+            stats.latencies.add(seconds)
+        self.bus.emit(BatchProcessed(stats.id, rows_in, rows_out, output.filtered,
+                                     len(output.dead), seconds or 0.0))
+
+    def _letters(self, batch: Batch, dead: list[DeadRecord]) -> list[Letter]:
+        return [Letter(self.stats.id, batch.position, record) for record in dead]
+
+    # -- per-batch steps ----------------------------------------------------------------------
+
+    async def handle(self, parcel: Parcel) -> Parcel:
+        batch = parcel.batch
+        if parcel.span.enter_at > self.index or batch.num_rows == 0:
+            # Replayed records that failed further down, or nothing left to process (an
+            # empty batch may carry its input's columns: a SQL step must not bind to them).
+            return parcel
+        output = await self._attempt(batch)
+        result = output.batch
+        if result is not batch:  # the plugin-facing place in the source stays the input's
+            result.position = result.position or batch.position
+            result.records_before = batch.records_before
+        if output.dead:
+            parcel.span.letters.extend(self._letters(batch, output.dead))
+        return Parcel(result, parcel.span)
+
+    # -- the stage ----------------------------------------------------------------------------
+
+    async def run(self, inbox: ObjectReceiveStream[Item], outbox: ObjectSendStream[Item]
+                  ) -> None:
         if self.planned.executor == "process":
             self._process_runner = ProcessRunner(self.step, self.concurrency)
+        grace = PROCESS_SHUTDOWN_TIMEOUT
         try:
             async with self.step, inbox, outbox:
                 if self.step.stateful:
@@ -152,113 +188,30 @@ class StepStage:
                 if self.step.regroups:
                     await self._run_regrouping(inbox, outbox)
                 elif self.window == 1:
-                    async for batch in inbox:
-                        await outbox.send(await self.handle(batch))
+                    async for item in inbox:
+                        await outbox.send(await self.handle(item)
+                                          if isinstance(item, Parcel) else item)
                 else:
                     await self._run_ordered(inbox, outbox)
+        except BaseException:
+            grace = 0.0  # cancelled or failed: nothing a busy worker does is wanted now
+            raise
         finally:
             if self._process_runner is not None:
+                # Shielded, but bounded: a worker stuck in a call is terminated.
                 with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(self._process_runner.shutdown)
+                    await self._process_runner.shutdown(grace)
 
-    async def _run_regrouping(
-        self, inbox: ObjectReceiveStream[Batch], outbox: ObjectSendStream[Batch]
-    ) -> None:
-        """A step that holds records across batches, one batch at a time. What the input
-        batches stand for (source position, record count, dead letters; not their records)
-        waits in ``held`` until the step says its outputs have passed them (``released``);
-        the last output then carries it, so a checkpoint never covers records the step
-        still holds."""
-        held: list[Batch] = []
-        async for batch in inbox:
-            if batch.enter_at > self.index:
-                await outbox.send(batch)  # a replayed record entering further down
-                continue
-            if batch.num_rows == 0:  # nothing for the step; it still holds what it held
-                output = StepOutput(batch=batch.slice(0, 0), released=not held)
-            else:
-                output = await self._regroup_call(batch)
-            held.append(_place_of(batch))
-            if self.budget is not None:  # its records now live in the step's own state
-                await self.budget.release(batch)
-            for out in self._release(output, held, batch):
-                await outbox.send(out)
-        final = await self.step.flush() or StepOutput(batch=Batch.from_rows([]))
-        self._count(0, final)
-        for out in self._release(final, held, None, release=True):
-            await outbox.send(out)
-
-    async def _regroup_call(self, batch: Batch) -> StepOutput:
-        started = time.perf_counter()
-        self.in_flight += 1
-        try:
-            output = await (self._guarded_call if self.guarded else self._call)(batch)
-        except RetriesExhausted as exc:
-            output = _all_dead(batch, exc)
-        except HeadraceError:
-            raise
-        except Exception as exc:
-            raise StepError(f"step '{self.stats.id}' failed: {type(exc).__name__}: {exc}",
-                            hint="run with --debug for the traceback") from exc
-        finally:
-            self.in_flight -= 1
-            self.stats.retries = self.policy.retries
-        self.stats.latencies.append(time.perf_counter() - started)
-        self._count(batch.num_rows, output)
-        if output.dead and self.planned.spec.on_error == "skip":
-            output.filtered, output.dead = output.filtered + len(output.dead), []
-        if output.dead:
-            self._check_on_error(output.dead)
-            batch.dead = [*batch.dead, *((self.stats.id, d) for d in output.dead)]
-        return output
-
-    def _count(self, rows_in: int, output: StepOutput) -> None:
-        rows_out = sum(b.num_rows for b in (output.batch, *output.more))
-        stats = self.stats
-        stats.records_in += rows_in
-        stats.records_out += rows_out
-        stats.filtered += output.filtered
-        stats.dead += len(output.dead)
-        self.bus.emit(BatchProcessed(stats.id, rows_in, rows_out, output.filtered,
-                                     len(output.dead), 0.0))
-
-    def _release(self, output: StepOutput, held: list[Batch], current: Batch | None,
-                 release: bool = False) -> list[Batch]:
-        outs = [b for b in (output.batch, *output.more) if b.num_rows]
-        for out in outs:  # none of them stands for a place in the source by itself
-            out.position, out.source_records, out.dead = None, 0, []
-        if not (release or output.released) or not held:
-            return outs
-        if not outs:
-            outs = [(current or held[-1]).slice(0, 0)]
-        last = outs[-1]
-        last.position = held[-1].position
-        last.source_records = sum(b.source_records for b in held)
-        last.records_before = held[0].records_before
-        last.dead = [d for b in held for d in b.dead]
-        held.clear()
-        return outs
-
-    def _check_on_error(self, dead: list[DeadRecord]) -> None:
-        if self.planned.spec.on_error == "fail":
-            first = dead[0]
-            raise StepError(
-                f"step '{self.stats.id}' failed on the record at line/row {first.row_id}: "
-                f"{first.error}: {first.message}",
-                hint="on_error: dead_letter keeps the run going",
-            )
-
-    async def _run_ordered(
-        self, inbox: ObjectReceiveStream[Batch], outbox: ObjectSendStream[Batch]
-    ) -> None:
-        # A slot is reserved before the next batch is taken from the inbox, so the slot
+    async def _run_ordered(self, inbox: ObjectReceiveStream[Item],
+                           outbox: ObjectSendStream[Item]) -> None:
+        # A slot is reserved before the next item is taken from the inbox, so the slot
         # channel's buffer plus the one slot the collector awaits bound the batches held here
-        # to exactly ``window``. A slot left empty (result None) marks the end of the input.
+        # to exactly ``window``. A slot left empty (result None) marks the end of the inbox.
         slots_send, slots_recv = anyio.create_memory_object_stream[_Slot](self.window - 1)
 
-        async def work(slot: _Slot, batch: Batch) -> None:
+        async def work(slot: _Slot, parcel: Parcel) -> None:
             try:
-                slot.result = await self.handle(batch)
+                slot.result = await self.handle(parcel)
             except BaseException as exc:  # handed to the collector, which re-raises in order
                 slot.result = exc
                 raise
@@ -281,21 +234,82 @@ class StepStage:
                     slot = _Slot()
                     await slots_send.send(slot)
                     try:
-                        batch = await inbox.receive()
+                        item = await inbox.receive()
                     except anyio.EndOfStream:
                         slot.done.set()
                         break
-                    tg.start_soon(work, slot, batch)
+                    if item is END:
+                        slot.result = END
+                        slot.done.set()
+                    else:
+                        assert isinstance(item, Parcel)
+                        tg.start_soon(work, slot, item)
+
+    # -- regrouping steps ---------------------------------------------------------------------
+
+    async def _run_regrouping(self, inbox: ObjectReceiveStream[Item],
+                              outbox: ObjectSendStream[Item]) -> None:
+        """One batch at a time. What the input batches stand for (position, record count)
+        is held until the step says its outputs have passed them (``released``); the last
+        output then carries it, so a checkpoint never covers records the step still holds.
+        Dead letters go on at once: they need no checkpoint of their own, and a resumed run
+        that reads their input again makes them again (the dead-letter file is cut back)."""
+        async for item in inbox:
+            if item is END:  # the real end of the input (a stop ends the inbox without it)
+                with self.step.failures("flush"):
+                    final = await self.step.flush()
+                final = final or StepOutput(batch=Batch.from_rows([]))
+                self._count(0, final, None)
+                for parcel in self._release(final, [], release=True):
+                    await outbox.send(parcel)
+                await outbox.send(END)
+                return
+            assert isinstance(item, Parcel)
+            span, batch = item.span, item.batch
+            if span.enter_at > self.index:
+                await outbox.send(item)  # a replayed record entering further down
+                continue
+            if self.budget is not None:  # its records now live in the step's own state
+                await self.budget.release(span)
+            letters, span.letters = span.letters, []
+            if batch.num_rows == 0:  # nothing for the step; it still holds what it held
+                output = StepOutput(batch=batch.slice(0, 0), released=self._held is None)
+            else:
+                output = await self._attempt(batch)
+                letters += self._letters(batch, output.dead)
+            if self._held is None:
+                self._held = span
+            else:
+                self._held.absorb(span)
+            for parcel in self._release(output, letters, release=output.released):
+                await outbox.send(parcel)
+        # Stopped: no flush. What the step holds stays unreleased, so the last checkpoint
+        # stays before it and a resumed run reads that input again.
+
+    def _release(self, output: StepOutput, letters: list[Letter], release: bool
+                 ) -> list[Parcel]:
+        held = self._held
+        first = held.records_before if held is not None else 0
+        parcels = []
+        for out in (output.batch, *output.more):
+            if out.num_rows:
+                out.records_before = first  # what a later stateful step forgets on resume
+                parcels.append(Parcel(out, Span(records_before=first)))
+        if letters:
+            if not parcels:
+                parcels.append(Parcel(output.batch.slice(0, 0), Span(records_before=first)))
+            parcels[0].span.letters = letters
+        if release and held is not None:
+            if not parcels:
+                parcels.append(Parcel(output.batch.slice(0, 0), Span()))
+            last = parcels[-1]
+            held.letters, held.charge = last.span.letters, 0
+            last.span = held
+            self._held = None
+        return parcels
 
 
-def _place_of(batch: Batch) -> Batch:
-    """An empty batch standing for ``batch``'s place in the source: the batch's records may
-    be large and the step keeps what it needs of them itself."""
-    return Batch(_rows=[], position=batch.position, dead=batch.dead,
-                 source_records=batch.source_records, records_before=batch.records_before)
-
-
-def _all_dead(batch: Batch, exc: RetriesExhausted) -> StepOutput:
+def _all_dead(batch: Batch, exc: RetriesExhausted, released: bool = True) -> StepOutput:
     """Every record of a batch whose call kept failing, as dead letters with the attempts."""
     error = type(exc.error).__name__
     dead = [
@@ -303,4 +317,4 @@ def _all_dead(batch: Batch, exc: RetriesExhausted) -> StepOutput:
                    attempts=exc.attempts, first_at=exc.first_at, last_at=exc.last_at)
         for i, record in enumerate(batch.to_rows())
     ]
-    return StepOutput(batch=batch.slice(0, 0), dead=dead)
+    return StepOutput(batch=batch.slice(0, 0), dead=dead, released=released)

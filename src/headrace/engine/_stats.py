@@ -2,10 +2,43 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
+_GROWTH = 1.02  # bucket width: percentiles within 1% of the true latency
+_FLOOR = 1e-6  # seconds; faster batches share the first bucket
+
+
+class Latencies:
+    """Batch latencies in logarithmic buckets: constant memory however long the run, and
+    percentiles within 1% (a bounded histogram, not a list that grows per batch)."""
+
+    __slots__ = ("buckets", "count")
+
+    def __init__(self) -> None:
+        self.buckets: dict[int, int] = {}
+        self.count = 0
+
+    def add(self, seconds: float) -> None:
+        index = int(math.log(max(seconds, _FLOOR) / _FLOOR, _GROWTH))
+        self.buckets[index] = self.buckets.get(index, 0) + 1
+        self.count += 1
+
+    def __len__(self) -> int:
+        return self.count
+
+    def percentile(self, q: float) -> float:
+        """Seconds below which ``q`` percent of the batches took (a bucket's midpoint)."""
+        if not self.count:
+            return 0.0
+        rank = q / 100 * (self.count - 1)
+        seen = 0
+        for index in sorted(self.buckets):
+            seen += self.buckets[index]
+            if seen > rank:
+                return _FLOOR * _GROWTH ** (index + 0.5)
+        return _FLOOR * _GROWTH ** (max(self.buckets) + 0.5)
 
 
 @dataclass
@@ -16,13 +49,10 @@ class StepStats:
     filtered: int = 0
     dead: int = 0
     retries: int = 0
-    latencies: list[float] = field(default_factory=list)  # seconds per batch
+    latencies: Latencies = field(default_factory=Latencies)  # seconds per batch
 
     def as_dict(self) -> dict[str, Any]:
-        if self.latencies:
-            p50, p95, p99 = (float(v) * 1000 for v in np.percentile(self.latencies, [50, 95, 99]))
-        else:
-            p50 = p95 = p99 = 0.0
+        p50, p95, p99 = (self.latencies.percentile(q) * 1000 for q in (50, 95, 99))
         return {
             "id": self.id,
             "in": self.records_in,

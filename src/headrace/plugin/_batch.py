@@ -59,20 +59,17 @@ class Batch:
     _rows: list[dict[str, Any]] | None = None
     row_ids: np.ndarray | None = None
     position: Position | None = None
+    #: Set by a source: records it could not decode (dead-lettered by the engine).
     rejects: list[DeadRecord] = field(default_factory=list)
-    #: Records of this batch that failed on the way, by step id: they travel with the batch
-    #: so the dead-letter output is written in source order, alongside the sink's commits.
-    dead: list[tuple[str, DeadRecord]] = field(default_factory=list)
-    #: How many source records this batch started as (kept through steps, for checkpoints).
-    source_records: int = 0
-    #: Index of the first step that processes this batch; the ones before pass it on as it
-    #: is (a dead-letter replay re-enters records at the step where they failed).
+    #: Set by a source: index of the first step that processes this batch; the ones before
+    #: pass it on as it is (a dead-letter replay re-enters records at the step where they
+    #: failed).
     enter_at: int = 0
     #: Source records read before this batch, over this run and those it resumes: a position
-    #: every source shares, for steps that keep state (see ``Step.resume_state``).
+    #: every source shares, for steps that keep state (see ``Step.resume_state``). Set by the
+    #: engine; what decides checkpoints (counts, memory charge, dead letters) is the engine's
+    #: own and never on the batch.
     records_before: int = 0
-    #: Bytes this batch holds against ``runtime.memory_budget`` (set by the engine).
-    charge: int = 0
 
     @classmethod
     def from_arrow(
@@ -127,7 +124,7 @@ class Batch:
     ) -> Batch:
         """A new batch from the same position, with new contents."""
         return Batch(_table=table, _rows=rows, row_ids=row_ids, position=self.position,
-                     records_before=self.records_before, charge=self.charge)
+                     records_before=self.records_before)
 
     def slice(self, start: int, stop: int) -> Batch:
         ids = self.row_ids[start:stop] if self.row_ids is not None else None
