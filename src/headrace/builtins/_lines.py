@@ -105,23 +105,25 @@ class PolledInput:
         self.stopping = stopping
         self.ended = False
 
-    def read(self, size: int = -1) -> bytes:
-        size = size if size >= 0 else 1 << 20
-        chunks: list[bytes] = []
+    def readinto(self, buffer: memoryview | bytearray) -> int:
+        """Fill ``buffer`` as a blocking read would, up to the end of input or a stop."""
+        view = memoryview(buffer).cast("B")
         got = 0
-        while got < size and not self.ended:
+        while got < len(view) and not self.ended:
             ready, _, _ = select.select([self.fd], [], [], STDIN_POLL)
             if not ready:
                 if self.stopping():
                     break
                 continue
-            chunk = os.read(self.fd, size - got)
-            if not chunk:
+            count = os.readv(self.fd, [view[got:]])
+            if not count:
                 self.ended = True
-                break
-            chunks.append(chunk)
-            got += len(chunk)
-        return b"".join(chunks)
+            got += count
+        return got
+
+    def read(self, size: int = -1) -> bytes:
+        buffer = bytearray(size if size >= 0 else 1 << 20)
+        return bytes(buffer[: self.readinto(buffer)])
 
     def close(self) -> None:
         """Standard input is the process's: left open."""

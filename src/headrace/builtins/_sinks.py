@@ -162,7 +162,10 @@ class ParquetSink(FileSink):
             os.replace(segments[0], self.temp)  # the common short run: no copy
         else:
             # As the segments store it (Parquet keeps timestamp[s] as timestamp[ms]).
-            schema = pq.read_schema(segments[0]) if segments else pa.schema([])
+            # No segment (no records): the columns of the last empty batch, as without
+            # checkpoints.
+            schema = (pq.read_schema(segments[0]) if segments
+                      else self.schema or self._empty_schema)
             with pq.ParquetWriter(self.temp, schema,
                                   compression=self.options.compression) as writer:
                 for segment in segments:

@@ -14,7 +14,7 @@ from headrace.config import redact
 from headrace.errors import SinkError
 from headrace.plugin import DeadRecord, Position
 
-from ._files import discard, prepare_output, publish
+from ._files import discard, prepare_output, publish, temp_path_for
 
 MAX_RECORD_CHARS = 64 * 1024
 
@@ -123,8 +123,9 @@ class DeadLetterWriter:
         with self._lock:
             if self._published:
                 return
-            if self._handle is None:
+            if self._handle is None:  # none written: no file, also none an earlier run left
                 discard(self.path)
+                discard(temp_path_for(self.path))
                 return
             self._handle.close()
             self._handle = None

@@ -38,14 +38,14 @@ def prepare_output(final: Path) -> Path:
 
 
 def publish(temp: Path, final: Path) -> None:
-    """fsync ``temp``, rename it to ``final``, fsync the folder."""
+    """fsync ``temp``, rename it to ``final``, fsync the folder. On failure ``temp`` stays:
+    it holds committed output that ``--resume`` publishes (an aborted run discards it)."""
     try:
         with open(temp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(temp, final)
         fsync_dir(final.parent)
     except OSError as exc:
-        discard(temp)
         raise SinkError(f"cannot write {final}: {exc.strerror or exc}") from exc
 
 

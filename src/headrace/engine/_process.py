@@ -101,9 +101,10 @@ class ProcessRunner:
         returns, a run cancelled mid-call) are terminated, then killed."""
         import anyio
 
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        # The pool's own processes (CPython's private map; ``terminate_workers`` is 3.14+).
+        # The pool's own processes (CPython's private map, which shutdown clears;
+        # ``terminate_workers`` is 3.14+).
         processes = list((getattr(self._pool, "_processes", None) or {}).values())
+        self._pool.shutdown(wait=False, cancel_futures=True)
         await anyio.to_thread.run_sync(_join, processes, grace)
         for process in processes:
             if process.is_alive():
