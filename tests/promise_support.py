@@ -55,6 +55,13 @@ def hang(table: pa.Table) -> pa.Table:
     return table
 
 
+def fail_at_1000(record: dict[str, Any]) -> dict[str, Any]:
+    """Raises for the record with id 1000 (with ``on_error: fail`` the run fails there)."""
+    if record["id"] == 1000:
+        raise ValueError("id 1000 is poison")
+    return record
+
+
 def drop_group_column(table: pa.Table) -> pa.Table:
     """Batches with an ``id`` of 1000 or more lose their ``g`` column: an aggregate grouping
     by ``g`` dead-letters them whole (``MissingColumn``)."""
@@ -69,6 +76,7 @@ def drop_group_column(table: pa.Table) -> pa.Table:
 class HoldAllOptions(Options):
     fail_id: int = Field(default=-1, description="A batch holding this id fails every call.")
     ids_file: str = Field(default="", description="Where the failing batch's ids are noted.")
+    flush_marker: str = Field(default="", description="A file flush() creates.")
 
 
 class HoldAll(Step):
@@ -96,6 +104,8 @@ class HoldAll(Step):
         return StepOutput(batch=batch.slice(0, 0), released=False)
 
     async def flush(self) -> StepOutput | None:
+        if self.options.flush_marker:
+            await anyio.Path(self.options.flush_marker).write_text("flushed")
         if not self.tables:
             return None
         return StepOutput(batch=Batch.from_arrow(pa.concat_tables(self.tables)))

@@ -164,9 +164,14 @@ def test_aggregate_stopped_by_a_signal_resumes_to_the_uninterrupted_output(
     wait_until(lambda: progress_of(progress) >= 300, run, "300 records through the slow step")
     run.signal(sig)
     assert run.wait(60) == code, run.stderr
-    assert run.summary["status"] == "interrupted"
+    summary = run.summary
+    assert summary["status"] == "interrupted"
     assert progress_of(progress) < len(rows), "the signal came after the input ended"
     assert not (tmp_path / "out" / "o.jsonl").exists()  # it waits for --resume
+    # What the aggregate held is neither out nor filtered: counted as unfinished.
+    assert summary["records_unfinished"] > 0
+    assert summary["records_in"] == (summary["records_out"] + summary["records_filtered"]
+                                     + summary["records_dead"] + summary["records_unfinished"])
 
     resumed = run_cli("run", str(pipeline), "--resume", "--json",
                       env=_env(PROMISE_SLEEP="0"), timeout=120)
@@ -742,3 +747,53 @@ def test_an_empty_parquet_output_has_the_same_schema_with_and_without_checkpoint
     with_checkpoints, without = schemas
     assert with_checkpoints.names == without.names, (with_checkpoints, without)
     assert with_checkpoints.equals(without)
+
+
+def test_a_failure_upstream_does_not_make_a_regrouping_step_flush(write, tmp_path: Path
+                                                                  ) -> None:
+    """When a step upstream fails the run, a regrouping step downstream never flushes what
+    it holds (its input did not end), and nothing is published."""
+    write_jsonl(tmp_path / "in.jsonl", [{"id": i} for i in range(3000)])
+    marker = tmp_path / "flushed"
+    pipeline = write("p.yaml", f"""
+        version: 1
+        name: upstream
+        source: {{use: jsonl, path: in.jsonl, block_size: 4096}}
+        steps:
+          - {{use: python, function: "{SUPPORT}:fail_at_1000", on_error: fail}}
+          - {{use: "{SUPPORT}:HoldAll", flush_marker: "{marker}"}}
+        sink: {{use: jsonl, path: out/o.jsonl}}
+        """)
+    result = run_cli("run", str(pipeline), "--json", env=_env())
+    assert result.code == 1, result.stderr
+    assert result.summary["status"] == "failed"
+    assert "id 1000 is poison" in result.summary["error"]
+    assert not marker.exists()
+    assert not (tmp_path / "out" / "o.jsonl").exists()
+
+
+def test_sqlite_insert_refuses_a_table_whose_rowid_is_the_data_key(write, tmp_path: Path
+                                                                   ) -> None:
+    """A checkpointed insert-mode run into a table with an INTEGER PRIMARY KEY (rowids that
+    follow the data, not the write order, so the resume cut would be wrong) fails with one
+    line naming the column and the way out."""
+    write_jsonl(tmp_path / "in.jsonl", [{"id": 100 - i, "v": i} for i in range(100)])
+    (tmp_path / "out").mkdir()
+    with contextlib.closing(sqlite3.connect(tmp_path / "out" / "t.db")) as db:
+        db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER)")
+        db.commit()
+    pipeline = write("p.yaml", """
+        version: 1
+        name: rowid
+        source: {use: jsonl, path: in.jsonl}
+        sink: {use: sqlite, path: out/t.db, table: t}
+        """)
+    result = run_cli("run", str(pipeline), "--json")
+    assert result.code == 1, result.stderr
+    error = result.summary["error"]
+    assert "'id'" in error and "INTEGER PRIMARY KEY" in error and "upsert" in error
+    upsert = run_cli("run", str(pipeline), "--json", "--set", "sink.mode=upsert",
+                     "--set", "sink.key=[id]")
+    assert upsert.code == 0, upsert.stderr
+    with contextlib.closing(sqlite3.connect(tmp_path / "out" / "t.db")) as db:
+        assert db.execute("SELECT count(*) FROM t").fetchone()[0] == 100

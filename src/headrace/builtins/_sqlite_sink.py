@@ -193,18 +193,18 @@ class SqliteSink(Sink):
                     return
                 raise SinkError(f"cannot resume: table {self.options.table} is gone from "
                                 f"{self.path}", hint="run without --resume to start over")
-            self._check_rowid_order()
             self._transaction().execute(f"DELETE FROM {self.table} WHERE rowid > ?", (rowid,))
 
     async def resume(self, state: dict[str, Any]) -> None:
         await self._call(self._resume_blocking, state)
 
     def _check_rowid_order(self) -> None:
-        """The resume cut needs rowids in write order: not so when the rowid is the data's
-        own key (a column declared ``INTEGER PRIMARY KEY``)."""
+        """The resume cut needs rowids in write order: not so when the records give the
+        rowid (a column declared ``INTEGER PRIMARY KEY`` that the input has)."""
         columns = self.db.execute(f"PRAGMA table_info({self.table})").fetchall()
         keys = [c for c in columns if c[5]]
-        if len(keys) == 1 and str(keys[0][2]).upper() == "INTEGER":
+        written = {name for names in self._statements for name in names}
+        if len(keys) == 1 and str(keys[0][2]).upper() == "INTEGER" and keys[0][1] in written:
             name = keys[0][1]
             raise SinkError(
                 f"{self.describe()}: column {name!r} is the table's INTEGER PRIMARY KEY, so "
