@@ -41,8 +41,13 @@ class Span:
     letters: list[Letter] = field(default_factory=list)
 
     def absorb(self, later: Span) -> None:
-        """Extend this span (held input) over ``later``: the next input batch in order."""
-        self.position = later.position or self.position
+        """Extend this span (held input) over ``later``: the next input parcel in order.
+
+        The position becomes ``later``'s, None included: a parcel without one (rows a
+        regrouping step upstream emitted ahead of the input they close) means records past
+        the last position are held now, and releasing them at that position would let a
+        checkpoint say the sink's output ends there when it holds more."""
+        self.position = later.position
         self.source_records += later.source_records
         self.charge += later.charge
 

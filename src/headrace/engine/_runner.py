@@ -239,7 +239,11 @@ class Runner:
                     await self._write_letters(span.letters)
                 started = time.perf_counter()
                 try:
-                    refused = await self.plan.sink.write(batch)
+                    # A parcel of nothing but a span or dead letters: no columns, nothing to
+                    # tell the sink (an empty columnar batch still tells an empty output's
+                    # schema).
+                    refused = (await self.plan.sink.write(batch)
+                               if batch.num_rows or batch.is_columnar else None)
                 except HeadraceError:
                     raise
                 except (OSError, pa.ArrowException) as exc:

@@ -297,16 +297,23 @@ class StepStage:
                 parcels.append(Parcel(out, Span(records_before=first)))
         if letters:
             if not parcels:
-                parcels.append(Parcel(output.batch.slice(0, 0), Span(records_before=first)))
+                parcels.append(Parcel(_no_records(), Span(records_before=first)))
             parcels[0].span.letters = letters
         if release and held is not None:
             if not parcels:
-                parcels.append(Parcel(output.batch.slice(0, 0), Span()))
+                parcels.append(Parcel(_no_records(), Span()))
             last = parcels[-1]
             held.letters, held.charge = last.span.letters, 0
             last.span = held
             self._held = None
         return parcels
+
+
+def _no_records() -> Batch:
+    """An empty batch without columns, for a parcel that carries only a span or dead letters:
+    the step's empty output may have its input's columns, which a sink must not take for the
+    output's (an SQLite table created from them)."""
+    return Batch.from_rows([])
 
 
 def _all_dead(batch: Batch, exc: RetriesExhausted, released: bool = True) -> StepOutput:
