@@ -163,3 +163,21 @@ def _first_time(marker: Path) -> bool:
         return False
     marker.write_text("failed once", encoding="utf-8")
     return True
+
+
+def flaky_batches(table: pa.Table) -> pa.Table:
+    """Raises ``ConnectionError`` on the first call for each batch in this process (its first
+    id names it), then passes the batch on: a transient failure the step's retry absorbs."""
+    first = table.column("id")[0].as_py() if table.num_rows else None
+    if first is not None and first not in _FAILED_ONCE:
+        _FAILED_ONCE.add(first)
+        raise ConnectionError(f"connection reset at batch {first}")
+    return table
+
+
+def always_down(table: pa.Table) -> pa.Table:
+    """Every call fails with a transient error (a service that stays down)."""
+    raise ConnectionError("connection refused")
+
+
+_FAILED_ONCE: set[Any] = set()

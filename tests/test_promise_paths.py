@@ -797,3 +797,56 @@ def test_sqlite_insert_refuses_a_table_whose_rowid_is_the_data_key(write, tmp_pa
     assert upsert.code == 0, upsert.stderr
     with contextlib.closing(sqlite3.connect(tmp_path / "out" / "t.db")) as db:
         assert db.execute("SELECT count(*) FROM t").fetchone()[0] == 100
+
+
+@pytest.mark.parametrize("executor", ["thread", "async"])
+def test_a_batch_function_s_transient_error_is_retried(write, tmp_path: Path,
+                                                       executor: str) -> None:
+    """A batch-mode python function raising a transient error (a reset connection) is
+    called again by the step's retry policy, and every record reaches the sink."""
+    write_jsonl(tmp_path / "in.jsonl", [{"id": i} for i in range(3000)])
+    pipeline = write("p.yaml", f"""
+        version: 1
+        name: flaky
+        source: {{use: jsonl, path: in.jsonl, block_size: 4096}}
+        steps:
+          - use: python
+            function: "{SUPPORT}:flaky_batches"
+            mode: batch
+            format: arrow
+            executor: {executor}
+            retry: {{attempts: 3, base: 0.001}}
+        sink: {{use: jsonl, path: out/o.jsonl}}
+        """)
+    result = run_cli("run", str(pipeline), "--json", env=_env())
+    assert result.code == 0, result.stderr
+    assert result.summary["records_out"] == 3000
+    assert result.summary["steps"][0]["retries"] == result.summary["steps"][0]["batches"]
+    assert [r["id"] for r in read_jsonl(tmp_path / "out" / "o.jsonl")] == list(range(3000))
+
+
+@pytest.mark.parametrize("attempts", [1, 2])
+def test_a_batch_function_that_stays_down_dead_letters_its_records(write, tmp_path: Path,
+                                                                   attempts: int) -> None:
+    """When a batch function's transient errors outlast its attempts (one attempt: none to
+    retry), each record of the batch is a dead letter with the attempts made; the run goes on."""
+    write_jsonl(tmp_path / "in.jsonl", [{"id": i} for i in range(50)])
+    pipeline = write("p.yaml", f"""
+        version: 1
+        name: down
+        source: {{use: jsonl, path: in.jsonl}}
+        steps:
+          - use: python
+            function: "{SUPPORT}:always_down"
+            mode: batch
+            format: arrow
+            retry: {{attempts: {attempts}, base: 0.001}}
+        sink: {{use: jsonl, path: out/o.jsonl}}
+        runtime: {{max_failures: 100}}
+        """)
+    result = run_cli("run", str(pipeline), "--json", env=_env())
+    assert result.code == 0, result.stderr
+    assert_accounted(result.summary)
+    letters = read_jsonl(tmp_path / "out" / "o.dead.jsonl")
+    assert sorted(e["record"]["id"] for e in letters) == list(range(50))
+    assert {(e["error"], e["attempts"]) for e in letters} == {("ConnectionError", attempts)}

@@ -168,8 +168,17 @@ class PythonStep(Step):
             return self.function(self._batch_input(batch))
         except ConfigValueError:
             raise
-        except Exception as exc:  # the engine splits the batch to find the records at fault
-            raise DataError(f"{type(exc).__name__}: {exc}") from exc
+        except Exception as exc:
+            raise self._batch_failure(exc) from exc
+
+    def _batch_failure(self, exc: Exception) -> Exception:
+        """A transient error (a timeout, a dropped connection) as it is: the engine retries
+        the batch by the step's ``retry:``; any other error as a ``DataError``: the engine
+        splits the batch to find the records at fault."""
+        policy = self.context.policy
+        if policy is not None and policy.is_transient(exc):
+            return exc
+        return DataError(f"{type(exc).__name__}: {exc}")
 
     # -- the Step contract ----------------------------------------------------------------
     def process(self, batch: Batch) -> StepOutput:
@@ -184,6 +193,6 @@ class PythonStep(Step):
             try:
                 result = await self.function(self._batch_input(batch))
             except Exception as exc:
-                raise DataError(f"{type(exc).__name__}: {exc}") from exc
+                raise self._batch_failure(exc) from exc
             return self._batch_output(batch, result)
         return self._collect(batch, await self._per_record_async(batch.to_rows()))

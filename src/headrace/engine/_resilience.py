@@ -36,7 +36,7 @@ T = TypeVar("T")
 HALF_OPEN_POLL = 0.05  # seconds between checks while half-open probes are all taken
 
 
-def _wall(at: float | None = None) -> str:
+def wall_time(at: float | None = None) -> str:
     """An ISO time (now, or ``at`` from ``time.time()``) for dead-letter records."""
     moment = datetime.now(UTC) if at is None else datetime.fromtimestamp(at, UTC)
     return moment.isoformat(timespec="milliseconds")
@@ -235,7 +235,8 @@ class StepPolicy:
                 try:
                     probe = await breaker.enter()
                 except BreakerOpen as exc:
-                    raise RetriesExhausted(exc, attempt - 1, _wall(started_at), _wall()) from exc
+                    raise RetriesExhausted(exc, attempt - 1, wall_time(started_at),
+                                           wall_time()) from exc
             failed: bool | None = None
             try:
                 if self.policies.rate_limit is not None:
@@ -269,7 +270,8 @@ class StepPolicy:
                     raise
                 failed = True
                 if attempt >= retry.attempts:
-                    raise RetriesExhausted(exc, attempt, _wall(started_at), _wall()) from exc
+                    raise RetriesExhausted(exc, attempt, wall_time(started_at),
+                                           wall_time()) from exc
                 delay = full_jitter(attempt, retry.base, retry.cap, self.rng)
                 floor = retry_after(exc)
                 if floor is not None:
@@ -289,7 +291,7 @@ class StepPolicy:
         timeout, breaker and rate limit need an async function. Raises ``RetriesExhausted``
         or the terminal error."""
         retry = self.policies.retry
-        first_at = _wall()
+        first_at = wall_time()
         error = first_error
         for attempt in range(1, retry.attempts):
             delay = full_jitter(attempt, retry.base, retry.cap, self.rng)
@@ -308,7 +310,7 @@ class StepPolicy:
                 if not self.is_transient(exc):
                     raise
                 error = exc
-        raise RetriesExhausted(error, retry.attempts, first_at, _wall()) from error
+        raise RetriesExhausted(error, retry.attempts, first_at, wall_time()) from error
 
     def _emit_from_thread(self, event: Event) -> None:
         """Emit on the event loop's thread (observers are not thread-safe), or right here when

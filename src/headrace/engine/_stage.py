@@ -30,6 +30,7 @@ from ._isolate import process_isolating, process_whole
 from ._parcel import END, Item, Letter, Parcel, Span
 from ._plan import PlannedStep
 from ._process import ProcessRunner
+from ._resilience import wall_time
 from ._stats import StepStats
 
 #: Seconds the process pool's workers get to end after the run; then they are terminated.
@@ -111,10 +112,15 @@ class StepStage:
         except HeadraceError:
             raise
         except Exception as exc:
-            raise StepError(
-                f"step '{self.stats.id}' failed: {type(exc).__name__}: {exc}",
-                hint="run with --debug for the traceback",
-            ) from exc
+            if self.policy.is_transient(exc) and not self.guarded:  # no retries to make
+                now = wall_time()
+                output = _all_dead(batch, RetriesExhausted(exc, 1, now, now),
+                                   released=self._held is None)
+            else:
+                raise StepError(
+                    f"step '{self.stats.id}' failed: {type(exc).__name__}: {exc}",
+                    hint="run with --debug for the traceback",
+                ) from exc
         finally:
             self.in_flight -= 1
             self.stats.retries = self.policy.retries
