@@ -13,8 +13,12 @@ demo: $(VENV)/.installed examples/flights/data/flights.csv
 examples/flights/data/flights.csv: | $(VENV)/.installed
 	$(BIN)/python -m headrace.sampledata $@ --size $(DEMO_SIZE)
 
+# Tests on up to 4 workers (pytest-xdist; one per core, so 2 in CI); `.venv/bin/pytest ...`
+# alone runs serially. worksteal: idle workers take queued tests from busy ones, which keeps
+# both busy to the end, as a few tests take 30 s or more.
+PYTEST_WORKERS ?= auto
 test: $(VENV)/.installed lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --maxprocesses 4 --dist worksteal
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
