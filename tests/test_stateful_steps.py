@@ -427,6 +427,21 @@ def _run_lengths(values: list[Any]) -> list[int]:
 # ----------------------------------------------------------------------------- resume
 
 KILL_RECORDS = 40_000
+def _checkpointed(folder: Path) -> int:
+    """Records the ledger of ``folder``'s pipeline ``p`` says are committed (0: none yet)."""
+    import sqlite3
+
+    path = folder / ".headrace" / "runs" / "p" / "ledger.sqlite"
+    if not path.exists():
+        return 0
+    try:
+        with contextlib.closing(sqlite3.connect(path, timeout=1)) as db:
+            row = db.execute("SELECT checkpoint FROM run WHERE id = 1").fetchone()
+    except sqlite3.Error:
+        return 0
+    return int(json.loads(row[0])["records"]) if row and row[0] else 0
+
+
 KILL_CASES = {
     "dedupe": DEDUPE.format(keys="g, h", options=""),
     "dedupe-spilled": DEDUPE.format(keys="s", options="    memory: 4KB\n"),
@@ -455,12 +470,23 @@ def test_sigkill_and_resume(tmp_path: Path, case: str) -> None:
     env = {**os.environ, "NO_COLOR": "1", "HEADRACE_CONFIG": os.devnull}
     rng = random.Random(case)
     resume: list[str] = []
+    committed = 0
     for _ in range(3):
         proc = subprocess.Popen([*HEADRACE, "run", str(pipeline), *resume], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(1.0, 2.0))  # the whole run takes ~6 s
+        if case.startswith("dedupe"):
+            # Killed once this run has committed something of its own (its start-up takes
+            # longer on a loaded machine), then a little later: mid-way through, always.
+            deadline = time.monotonic() + 60
+            while (_checkpointed(killed) <= committed and proc.poll() is None
+                   and time.monotonic() < deadline):
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0.0, 0.5))
+        else:
+            time.sleep(rng.uniform(1.0, 2.0))  # the whole run takes ~6 s
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
+        committed = _checkpointed(killed)
         resume = ["--resume"]
     final = run_cli("run", str(pipeline), "--resume", "--json", timeout=300)
     if final.code == 2 and "nothing to resume" in final.stderr:  # the last kill came late
