@@ -181,3 +181,29 @@ def always_down(table: pa.Table) -> pa.Table:
 
 
 _FAILED_ONCE: set[Any] = set()
+
+
+
+class JudgeAtEnd(Step):
+    """Holds every record; at the end passes on those with an even id and dead-letters those
+    with an odd one (dead letters that only ``flush`` makes)."""
+
+    summary = "hold, then judge at the end"
+    regroups = True
+    thread_safe = False
+
+    def __init__(self, options: Any, context: Any) -> None:
+        super().__init__(options, context)
+        self.rows: list[dict[str, Any]] = []
+
+    def process(self, batch: Batch) -> StepOutput:
+        self.rows += batch.to_rows()
+        return StepOutput(batch=batch.slice(0, 0), released=False)
+
+    async def flush(self) -> StepOutput | None:
+        from headrace.plugin import DeadRecord
+
+        dead = [DeadRecord(row, "OddId", f"id {row['id']} is odd") for row in self.rows
+                if row["id"] % 2]
+        return StepOutput(batch=Batch.from_rows([r for r in self.rows if not r["id"] % 2]),
+                          dead=dead)

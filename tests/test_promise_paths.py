@@ -850,3 +850,88 @@ def test_a_batch_function_that_stays_down_dead_letters_its_records(write, tmp_pa
     letters = read_jsonl(tmp_path / "out" / "o.dead.jsonl")
     assert sorted(e["record"]["id"] for e in letters) == list(range(50))
     assert {(e["error"], e["attempts"]) for e in letters} == {("ConnectionError", attempts)}
+
+
+@pytest.mark.parametrize("on_error", ["dead_letter", "skip"])
+def test_dead_letters_a_regrouping_step_makes_in_flush_are_written(write, tmp_path: Path,
+                                                                   on_error: str) -> None:
+    """Records a regrouping step fails in ``flush`` reach the dead-letter file (or count as
+    filtered with ``on_error: skip``): they end somewhere, like a call's failures."""
+    write_jsonl(tmp_path / "in.jsonl", [{"id": i} for i in range(200)])
+    pipeline = write("p.yaml", f"""
+        version: 1
+        name: judge
+        source: {{use: jsonl, path: in.jsonl, block_size: 4096}}
+        steps:
+          - {{use: "{SUPPORT}:JudgeAtEnd", on_error: {on_error}}}
+        sink: {{use: jsonl, path: out/o.jsonl}}
+        runtime: {{max_failures: 1000}}
+        """)
+    result = run_cli("run", str(pipeline), "--json", env=_env())
+    assert result.code == 0, result.stderr
+    assert_accounted(result.summary)
+    assert [r["id"] for r in read_jsonl(tmp_path / "out" / "o.jsonl")] == list(range(0, 200, 2))
+    dead_file = tmp_path / "out" / "o.dead.jsonl"
+    if on_error == "skip":
+        assert result.summary["records_filtered"] == 100 and not dead_file.exists()
+    else:
+        assert sorted(e["record"]["id"] for e in read_jsonl(dead_file)) == list(range(1, 200, 2))
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+def test_compressed_stdin(write, tmp_path: Path, compression: str) -> None:
+    """A compressed stream on stdin (``path: '-'`` with ``compression``) is read whole."""
+    import pyarrow as pa
+
+    raw = "".join(json.dumps({"id": i}) + "\n" for i in range(5000)).encode()
+    sink = pa.BufferOutputStream()
+    with pa.CompressedOutputStream(sink, compression) as stream:
+        stream.write(raw)
+    pipeline = write("p.yaml", f"""
+        version: 1
+        name: zin
+        source: {{use: jsonl, path: "-", compression: {compression}}}
+        sink: {{use: jsonl, path: out/o.jsonl}}
+        """)
+    result = run_cli("run", str(pipeline), "--json", stdin=sink.getvalue().to_pybytes())
+    assert result.code == 0, result.stderr
+    assert [r["id"] for r in read_jsonl(tmp_path / "out" / "o.jsonl")] == list(range(5000))
+
+
+def test_a_trickling_stdin_stops_on_a_signal(write, tmp_path: Path, runs: list[Run]) -> None:
+    """A stdin source fed a line every 20 ms (input never pauses long) still stops on the
+    first signal, drains and exits 130 with every record it read accounted for."""
+    pipeline = write("p.yaml", """
+        version: 1
+        name: trickle
+        source: {use: jsonl, path: "-"}
+        sink: {use: jsonl, path: out/o.jsonl}
+        runtime: {drain_timeout: 30}
+        """)
+    run = Run(tmp_path, pipeline, env={}, stdin=subprocess.PIPE)
+    runs.append(run)
+    assert run.proc.stdin is not None
+    deadline = time.monotonic() + 3
+    number = 0
+    while time.monotonic() < deadline:
+        run.proc.stdin.write(json.dumps({"id": number}).encode() + b"\n")
+        run.proc.stdin.flush()
+        number += 1
+        time.sleep(0.02)
+    run.signal(signal.SIGINT)
+    with contextlib.suppress(BrokenPipeError):
+        for _ in range(100):  # keeps trickling while the run stops
+            run.proc.stdin.write(json.dumps({"id": number}).encode() + b"\n")
+            run.proc.stdin.flush()
+            number += 1
+            time.sleep(0.02)
+            if run.proc.poll() is not None:
+                break
+    code = run.wait(15)
+    with contextlib.suppress(BrokenPipeError):
+        run.proc.stdin.close()
+    assert code == 130, run.stderr
+    summary = run.summary
+    assert_accounted(summary)
+    ids = [r["id"] for r in read_jsonl(tmp_path / "out" / "o.jsonl")]
+    assert ids == list(range(len(ids))) and summary["records_out"] == len(ids) > 0

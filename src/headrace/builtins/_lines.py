@@ -100,24 +100,33 @@ class PolledInput:
     even when no more input comes: the read then ends as the input would. A blocking read
     of a silent pipe cannot be cancelled, and would keep a stopped run waiting for input."""
 
+    closed = False  # file-like enough for pyarrow's decompressing streams
+
     def __init__(self, fd: int, stopping: Callable[[], bool]) -> None:
         self.fd = fd
         self.stopping = stopping
         self.ended = False
 
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
     def readinto(self, buffer: memoryview | bytearray) -> int:
-        """Fill ``buffer`` as a blocking read would, up to the end of input or a stop."""
+        """Fill ``buffer`` like a blocking read, but hand over what came once the input
+        pauses for ``STDIN_POLL`` seconds, and stop reading (0: the end) once a stop is asked
+        for, also while input keeps trickling in."""
         view = memoryview(buffer).cast("B")
         got = 0
-        while got < len(view) and not self.ended:
+        while got < len(view) and not self.ended and not self.stopping():
             ready, _, _ = select.select([self.fd], [], [], STDIN_POLL)
             if not ready:
-                if self.stopping():
+                if got:
                     break
                 continue
             count = os.readv(self.fd, [view[got:]])
-            if not count:
-                self.ended = True
+            self.ended = count == 0
             got += count
         return got
 
@@ -278,7 +287,11 @@ class LineReader:
         read is then kept as the carry, for the slow path to extend.
         """
         carry = self._carry
-        need = len(carry) + self.block_size
+        # Blocks span ``block_size`` bytes from where they start, carry included, so a run
+        # resumed at a block's end cuts the rest of the input exactly as an uninterrupted
+        # one (then batches, and the dead letters' order past a regrouping step, match).
+        room = self.block_size - len(carry) if len(carry) < self.block_size else self.block_size
+        need = len(carry) + room
         with self._spare_lock:
             buffer = self._spare.pop() if self._spare else bytearray(need)
         if len(buffer) < need:

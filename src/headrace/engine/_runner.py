@@ -147,6 +147,7 @@ class Runner:
         self._resumed_dead = 0  # and dead-lettered by them: max_failures counts the whole run
         self._last_position: Position | None = None  # of the last aligned parcel written
         self._sink_aligned = True  # the sink's output ends at an input boundary
+        self._read_position: Position | None = None  # of the last batch the source read
         self.source_exhausted = False  # the source ended by itself (not stopped)
         self.input_complete = False  # ... and everything it read reached the sink
         self._restore_failed = False  # putting a resumed run's sink or source back failed
@@ -209,6 +210,7 @@ class Runner:
                         span.letters = [Letter(self._source_id, batch.position, r)
                                         for r in rejects]
                     self.bus.emit(BatchRead(batch.num_rows, len(rejects), source.progress()))
+                    self._read_position = batch.position or self._read_position
                     await outbox.send(Parcel(batch, span))
                     if self.stop.requested.is_set():
                         break
@@ -232,6 +234,10 @@ class Runner:
         async with inbox:
             async for item in inbox:
                 if item is END:
+                    # Every stage has flushed: the output holds everything the source read,
+                    # whatever the last parcel was (rows a step made in flush, say).
+                    self._sink_aligned = True
+                    self._last_position = self._read_position or self._last_position
                     continue
                 assert isinstance(item, Parcel)
                 batch, span = item.batch, item.span
@@ -428,13 +434,15 @@ class Runner:
 
     async def _watch_signals(self, flow_scope: anyio.CancelScope) -> None:
         drain_timeout = self.plan.pipeline.config.runtime.drain_timeout
+        signalled = False  # the first signal drains (also during a max_failures stop)
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for signum in signals:
                 name = signal.Signals(signum).name
-                if self.stop.reason is not None:
+                if signalled:
                     self.bus.emit(StopRequested(f"second {name}: stopping now"))
                     flow_scope.cancel()
                     return
+                signalled = True
                 self.stop.request(name)
                 self.bus.emit(StopRequested(f"{name}: draining (Ctrl-C again to stop at once)"))
                 flow_scope.deadline = anyio.current_time() + drain_timeout

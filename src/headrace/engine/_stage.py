@@ -265,8 +265,11 @@ class StepStage:
                 with self.step.failures("flush"):
                     final = await self.step.flush()
                 final = final or StepOutput(batch=Batch.from_rows([]))
+                if final.dead:
+                    final = self._on_error(final)
                 self._count(0, final, None)
-                for parcel in self._release(final, [], release=True):
+                letters = [Letter(self.stats.id, None, record) for record in final.dead]
+                for parcel in self._release(final, letters, release=True):
                     await outbox.send(parcel)
                 await outbox.send(END)
                 return
