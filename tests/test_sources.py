@@ -37,15 +37,19 @@ def run_json(path: Path, *args: str, stdin: bytes | None = None):  # type: ignor
 
 
 def test_csv_types_are_inferred(write) -> None:
-    """Numbers, strings, timestamps and nulls come through with their types."""
-    write("in.csv", "a,b,c,d\n1,x,2024-01-01 10:00:00,1.5\n2,,2024-01-02 11:00:00,\n")
+    """Numbers, strings, timestamps and nulls come through with their types; an empty text
+    field is null (as DuckDB, pandas and polars read it) unless strings_can_be_null is off."""
+    data = write("in.csv", "a,b,c,d\n1,x,2024-01-01 10:00:00,1.5\n2,,2024-01-02 11:00:00,\n")
     result = run_json(pipeline(write, "csv", "in.csv"))
     assert result.code == 0
-    rows = read_jsonl(Path(write("in.csv", "").parent / "out" / "o.jsonl"))
+    rows = read_jsonl(data.parent / "out" / "o.jsonl")
     assert rows == [
         {"a": 1, "b": "x", "c": "2024-01-01 10:00:00", "d": 1.5},
-        {"a": 2, "b": "", "c": "2024-01-02 11:00:00", "d": None},
+        {"a": 2, "b": None, "c": "2024-01-02 11:00:00", "d": None},
     ]
+    run_json(pipeline(write, "csv", "in.csv"), "--set", "source.strings_can_be_null=false")
+    rows = read_jsonl(data.parent / "out" / "o.jsonl")
+    assert rows[1]["b"] == "" and rows[1]["d"] is None
 
 
 def test_csv_blocks_keep_types_and_line_numbers(write) -> None:

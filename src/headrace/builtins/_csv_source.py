@@ -45,7 +45,13 @@ class CsvOptions(LineSourceOptions):
         "are inferred from the first block.",
     )
     null_values: list[str] | None = Field(
-        default=None, description="Strings read as null (default: pyarrow's list, e.g. '', NA)."
+        default=None, description="Strings read as null (default: pyarrow's list: '', NA, "
+        "N/A, NULL, null, NaN, nan, #N/A, ...), in text columns too unless "
+        "strings_can_be_null is false."
+    )
+    strings_can_be_null: bool = Field(
+        default=True, description="Text columns read empty fields (and null_values) as null, "
+        "as DuckDB, pandas and polars do; false keeps them as text ('')."
     )
 
     @field_validator("types")
@@ -116,7 +122,8 @@ class CsvSource(LineSource):
         return True
 
     def _convert_options(self) -> pacsv.ConvertOptions:
-        kwargs: dict[str, Any] = {"column_types": self.types}
+        kwargs: dict[str, Any] = {"column_types": self.types,
+                                  "strings_can_be_null": self.options.strings_can_be_null}
         if self.include is not None:
             kwargs["include_columns"] = self.include
         if self.options.null_values is not None:
