@@ -5,14 +5,17 @@ from __future__ import annotations
 import csv
 from typing import Any, ClassVar
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 from pydantic import Field, field_validator
 
 from headrace.errors import SourceError
-from headrace.plugin import empty_table
+from headrace.plugin import DeadRecord, empty_table
 
-from ._linesource import LineSource, LineSourceOptions
+from ._csv_values import bad_values, text_type
+from ._lines import LineBlock, split_lines
+from ._linesource import MOSTLY_BAD, LineSource, LineSourceOptions
 
 
 def arrow_type(name: str) -> pa.DataType:
@@ -60,6 +63,13 @@ class CsvOptions(LineSourceOptions):
         for type_name in value.values():
             arrow_type(type_name)
         return value
+
+
+def _cast(texts: pa.Table, types: dict[str, pa.DataType]) -> pa.Table:
+    """``texts`` (every column read as text) in ``types``, as the typed parse reads them."""
+    columns = [texts.column(name) if text_type(types.get(name, pa.string()))
+               else texts.column(name).cast(types[name]) for name in texts.column_names]
+    return pa.table(columns, names=texts.column_names)
 
 
 class CsvSource(LineSource):
@@ -117,13 +127,72 @@ class CsvSource(LineSource):
                 return self.parse(data)  # again, with the frozen types
         return table
 
+    def _isolate_values(
+        self, block: LineBlock, clean_ok: bool
+    ) -> tuple[pa.Table, np.ndarray, list[DeadRecord]] | None:
+        """Bad values found column-wise (``_csv_values``); None sends the block to
+        line-by-line isolation (ragged rows, quotes, invalid UTF-8, an unsure screen). Before
+        the first block fixed the types, only declared ``types`` are screened; the good
+        lines' parse then infers the rest (or fails, and the block goes line by line)."""
+        if block.has_bare_returns or not block.data:
+            return None
+        names = self.include if self.include is not None else self.names
+        try:
+            texts = pacsv.read_csv(
+                pa.BufferReader(block.data),
+                read_options=pacsv.ReadOptions(column_names=self.names, use_threads=False),
+                parse_options=pacsv.ParseOptions(delimiter=self.options.delimiter,
+                                                 quote_char=self.options.quote_char),
+                convert_options=self._convert_options(
+                    types={n: pa.string() for n in names}, strings_can_be_null=True),
+            )
+        except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError):
+            return None
+        lines = block.record_lines()
+        if texts.num_rows != len(lines):
+            return None
+        bad = bad_values(texts, self.types)
+        self.values_first = bool(bad)
+        cast_texts = self._inferred and self.options.strings_can_be_null
+        if bad is None or not (bad or (clean_ok and cast_texts)):
+            return None
+        raw = split_lines(block.data) if bad else []
+        dead = []
+        for row, (name, value) in sorted(bad.items()):
+            number = int(lines[row])
+            # pyarrow's own words for the line parsed alone (tests/test_csv_values.py)
+            message = (f"In CSV column #{self.names.index(name)}: Row #1: CSV conversion "
+                       f"error to {self.types[name]}: invalid value '{value}'")
+            dead.append(self.bad_line(raw[number - block.first_line], number, message))
+        keep = np.ones(len(lines), dtype=bool)
+        if bad:
+            keep[list(bad)] = False
+        good = lines[keep]
+        if len(dead) >= MOSTLY_BAD and len(dead) * 2 > len(lines):
+            return None  # line by line reports it as a type problem of the whole column
+        if not len(good):
+            return self.empty_table(), good, dead
+        try:  # pyarrow judges: the screen may have let a value through it refuses
+            if cast_texts:
+                table = _cast(texts.filter(pa.array(keep)), self.types)
+            else:  # text read as the option says, and types still to infer: parse again
+                data = b"\n".join(raw[n - block.first_line] for n in good.tolist()) + b"\n"
+                table = self.parse(data)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError,
+                UnicodeDecodeError):
+            return None
+        return (table, good, dead) if table.num_rows == len(good) else None
+
     def project(self, columns: list[str]) -> bool:
         self.include = columns
         return True
 
-    def _convert_options(self) -> pacsv.ConvertOptions:
-        kwargs: dict[str, Any] = {"column_types": self.types,
-                                  "strings_can_be_null": self.options.strings_can_be_null}
+    def _convert_options(self, types: dict[str, pa.DataType] | None = None,
+                         strings_can_be_null: bool | None = None) -> pacsv.ConvertOptions:
+        if strings_can_be_null is None:
+            strings_can_be_null = self.options.strings_can_be_null
+        kwargs: dict[str, Any] = {"column_types": self.types if types is None else types,
+                                  "strings_can_be_null": strings_can_be_null}
         if self.include is not None:
             kwargs["include_columns"] = self.include
         if self.options.null_values is not None:

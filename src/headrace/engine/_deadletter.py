@@ -19,15 +19,16 @@ from ._files import discard, prepare_output, publish, temp_path_for
 MAX_RECORD_CHARS = 64 * 1024
 
 
-def _encode_record(record: Any) -> Any:
+def _encode_record(record: Any) -> str:
+    """The record as JSON text, or a stand-in with its prefix, length and hash when large."""
     text = json.dumps(record, default=str, ensure_ascii=False)
     if len(text) <= MAX_RECORD_CHARS:
-        return record
-    return {
+        return text
+    return json.dumps({
         "truncated": text[:1024],
         "chars": len(text),
         "sha256": hashlib.sha256(text.encode("utf-8", "replace")).hexdigest(),
-    }
+    }, ensure_ascii=False)
 
 
 class DeadLetterWriter:
@@ -56,7 +57,6 @@ class DeadLetterWriter:
         if position is not None:
             where.update({"start": position.start, "end": position.end, "unit": position.unit})
         entry = {
-            "record": _encode_record(item.record),
             "step": step,
             "error": item.error,
             "message": redact(item.message),
@@ -67,7 +67,9 @@ class DeadLetterWriter:
             "pipeline": self.pipeline,
             "pipeline_hash": self.pipeline_hash,
         }
-        return json.dumps(entry, default=str, ensure_ascii=False) + "\n"
+        # The record's text is made once (its size decides truncation) and spliced in first.
+        rest = json.dumps(entry, default=str, ensure_ascii=False)
+        return '{"record": ' + _encode_record(item.record) + ", " + rest[1:] + "\n"
 
     def _open(self) -> IO[str]:
         if self._handle is None:
