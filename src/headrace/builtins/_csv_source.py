@@ -14,7 +14,7 @@ from headrace.errors import SourceError
 from headrace.plugin import DeadRecord, empty_table
 
 from ._csv_values import bad_values, text_type
-from ._lines import LineBlock, split_lines
+from ._lines import LineBlock
 from ._linesource import MOSTLY_BAD, LineSource, LineSourceOptions
 
 
@@ -65,10 +65,18 @@ class CsvOptions(LineSourceOptions):
         return value
 
 
-def _cast(texts: pa.Table, types: dict[str, pa.DataType]) -> pa.Table:
-    """``texts`` (every column read as text) in ``types``, as the typed parse reads them."""
-    columns = [texts.column(name) if text_type(types.get(name, pa.string()))
-               else texts.column(name).cast(types[name]) for name in texts.column_names]
+def _cast(texts: pa.Table, types: dict[str, pa.DataType],
+          converted: dict[str, pa.ChunkedArray], keep: pa.Array) -> pa.Table:
+    """The rows ``keep`` of ``texts`` (every column read as text) in ``types``, as the typed
+    parse reads them; ``converted`` columns were cast whole already."""
+    columns = []
+    for name in texts.column_names:
+        if name in converted:
+            columns.append(converted[name].filter(keep))
+        elif text_type(types.get(name, pa.string())):
+            columns.append(texts.column(name).filter(keep))
+        else:
+            columns.append(texts.column(name).filter(keep).cast(types[name]))
     return pa.table(columns, names=texts.column_names)
 
 
@@ -148,22 +156,25 @@ class CsvSource(LineSource):
             )
         except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError):
             return None
-        lines = block.record_lines()
+        lines, starts, ends = block.record_spans()
         if texts.num_rows != len(lines):
             return None
-        bad = bad_values(texts, self.types)
+        screened = bad_values(texts, self.types)
+        if screened is None:
+            return None
+        bad, converted = screened
         self.values_first = bool(bad)
         cast_texts = self._inferred and self.options.strings_can_be_null
-        if bad is None or not (bad or (clean_ok and cast_texts)):
+        if not (bad or (clean_ok and cast_texts)):
             return None
-        raw = split_lines(block.data) if bad else []
-        dead = []
-        for row, (name, value) in sorted(bad.items()):
-            number = int(lines[row])
-            # pyarrow's own words for the line parsed alone (tests/test_csv_values.py)
-            message = (f"In CSV column #{self.names.index(name)}: Row #1: CSV conversion "
-                       f"error to {self.types[name]}: invalid value '{value}'")
-            dead.append(self.bad_line(raw[number - block.first_line], number, message))
+        # pyarrow's own words for the line parsed alone (tests/test_csv_values.py)
+        prefix = {name: f"In CSV column #{self.names.index(name)}: Row #1: CSV conversion "
+                  f"error to {self.types[name]}: invalid value '"
+                  for name in {name for name, _ in bad.values()}}
+        data = block.data
+        dead = [DeadRecord({"line": data[starts[row]:ends[row]].decode("utf-8", "replace")},
+                           "ConversionError", f"{prefix[name]}{value}'", int(lines[row]))
+                for row, (name, value) in sorted(bad.items())]
         keep = np.ones(len(lines), dtype=bool)
         if bad:
             keep[list(bad)] = False
@@ -174,10 +185,10 @@ class CsvSource(LineSource):
             return self.empty_table(), good, dead
         try:  # pyarrow judges: the screen may have let a value through it refuses
             if cast_texts:
-                table = _cast(texts.filter(pa.array(keep)), self.types)
+                table = _cast(texts, self.types, converted, pa.array(keep))
             else:  # text read as the option says, and types still to infer: parse again
-                data = b"\n".join(raw[n - block.first_line] for n in good.tolist()) + b"\n"
-                table = self.parse(data)
+                table = self.parse(b"\n".join(data[starts[i]:ends[i]]
+                                              for i in np.flatnonzero(keep)) + b"\n")
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError,
                 UnicodeDecodeError):
             return None

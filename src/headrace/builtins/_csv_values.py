@@ -37,35 +37,44 @@ def text_type(arrow: pa.DataType) -> bool:
 
 
 def bad_values(texts: pa.Table, types: dict[str, pa.DataType]
-               ) -> dict[int, tuple[str, str]] | None:
+               ) -> tuple[dict[int, tuple[str, str]], dict[str, pa.ChunkedArray]] | None:
     """Row -> (column, value) of the first value in each row that does not convert to its
-    column's type; None when a column's type has no DuckDB twin."""
+    column's type, and the columns that converted whole (cast already); None when a
+    failing column's type has no DuckDB twin. Only columns whose cast fails are screened."""
+    converted: dict[str, pa.ChunkedArray] = {}
     checks: list[tuple[str, str]] = []
     for name in texts.column_names:
         target = types.get(name)
         if target is None or text_type(target):
             continue
+        try:
+            converted[name] = texts.column(name).cast(target)
+            continue
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
         duck = sql_type(target)
         if duck is None:
             return None
         checks.append((name, duck))
+    bad: dict[int, tuple[str, str]] = {}
     if not checks:
-        return {}
+        return bad, converted
     flags = ", ".join(f"({quote_ident(n)} IS NOT NULL AND TRY_CAST({quote_ident(n)} AS {t}) "
                       f"IS NULL) AS b{i}" for i, (n, t) in enumerate(checks))
+    subset = texts.select([n for n, _ in checks])
     with sql_connection() as con:
-        con.register("texts", texts)
+        con.register("texts", subset)
         try:
             found = con.sql(f"SELECT {flags} FROM texts").to_arrow_table()
         finally:
             con.unregister("texts")
-    bad: dict[int, tuple[str, str]] = {}
-    for i, (name, _) in enumerate(checks):  # columns in file order: the first bad one wins
+    order = {name: index for index, name in enumerate(texts.column_names)}
+    for i, (name, _) in sorted(enumerate(checks), key=lambda c: order[c[1][0]]):
         column = found.column(f"b{i}").to_numpy(zero_copy_only=False)
         rows = column.nonzero()[0]
         if not len(rows):
             continue
         values = texts.column(name).take(pa.array(rows)).to_pylist()
         for row, value in zip(rows.tolist(), values, strict=True):
-            bad.setdefault(row, (name, value))
-    return bad
+            bad.setdefault(row, (name, value))  # columns in file order: the first bad wins
+    return bad, converted

@@ -79,8 +79,14 @@ class LineBlock:
 
     def record_lines(self) -> np.ndarray:
         """Line numbers of the lines that hold records, i.e. all but blank ones."""
+        return self.record_spans()[0]
+
+    def record_spans(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Line numbers of the lines that hold records, and where each starts and ends in
+        ``data`` (its newline excluded)."""
         if self.line_count == 0:
-            return np.empty(0, dtype=np.int64)
+            empty = np.empty(0, dtype=np.int64)
+            return empty, empty, empty
         ends = np.flatnonzero(_newline_mask(self.data))
         if self.data and not self.data.endswith(b"\n"):
             ends = np.append(ends, len(self.data))
@@ -88,8 +94,8 @@ class LineBlock:
         lengths = ends - starts
         view = np.frombuffer(self.data, dtype=np.uint8)
         lone_cr = (lengths == 1) & (view[np.maximum(ends - 1, 0)] == 13) if len(ends) else lengths
-        blank = (lengths == 0) | lone_cr
-        return self.first_line + np.flatnonzero(~blank)
+        kept = np.flatnonzero(~((lengths == 0) | lone_cr))
+        return self.first_line + kept, starts[kept], ends[kept]
 
 
 STDIN_POLL = 0.1  # seconds between checks for a stop while standard input is silent
