@@ -226,8 +226,9 @@ def run(  # noqa: PLR0917 - Typer maps each parameter to an option
         else:
             interval = plan.pipeline.config.runtime.progress_interval
             observers.append(LineProgress(sys.stderr, interval))
+    kept, secret = _split_secret_overrides(list(set_ or []))
     _write_run_file(plan, "run.json", {"pipeline": str(pipeline.resolve()),
-                                       "overrides": list(set_ or [])})
+                                       "overrides": kept, "secret_overrides": secret})
     metrics = _start_metrics(plan, metrics_host, metrics_port)
     if metrics is not None:
         observers.append(metrics.observer)
@@ -267,16 +268,36 @@ def _start_metrics(plan: Any, host: str | None, port: int | None) -> Any:
     return server
 
 
+def _split_secret_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
+    """``--set`` values to keep in ``run.json``, and the keys of those that are secret (a
+    key named like one, or a value holding a URL password or a known secret): nothing
+    secret is written to the run directory."""
+    from headrace.config import is_secret_name, redact, register_secret
+
+    kept: list[str] = []
+    secret: list[str] = []
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if is_secret_name(key.rsplit(".", 1)[-1]) or redact(value) != value:
+            register_secret(value)  # hidden in logs and errors too
+            secret.append(key)
+        else:
+            kept.append(override)
+    return kept, secret
+
+
 def _write_run_file(plan: Any, name: str, content: dict[str, Any]) -> None:
-    """``summary.json`` or ``run.json`` (what ``headrace resume`` needs) in the run dir."""
-    from headrace.engine import default_run_dir
+    """``summary.json`` or ``run.json`` (what ``headrace resume`` needs) in the run dir,
+    which only its owner may read."""
+    from headrace.engine import default_run_dir, private_dir
 
     config = plan.pipeline.config
     run_dir = default_run_dir(plan.pipeline.base_dir, config.name, config.runtime.run_dir)
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(run_dir)
         tmp = run_dir / f".{name}.tmp"
         tmp.write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
+        tmp.chmod(0o600)
         tmp.replace(run_dir / name)
     except OSError as exc:
         print(_redact(f"headrace: warning: cannot write {run_dir / name}: {exc}"),
@@ -305,13 +326,14 @@ def resume_command(
     run_ref: Annotated[Path, typer.Argument(
         metavar="RUN", help="A pipeline file, or its run directory (.headrace/runs/NAME)."
     )],
+    set_: SetOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Continue an interrupted run: same as `headrace run PIPELINE --resume` with the same
-    --set values as the interrupted run."""
-    from headrace.errors import ConfigFileError
+    --set values as the interrupted run (secret ones, never stored, given again with --set)."""
+    from headrace.errors import ConfigFileError, ConfigValueError
 
-    pipeline, overrides = run_ref, []
+    pipeline, overrides = run_ref, list(set_ or [])
     info_file = run_ref / "run.json" if run_ref.is_dir() else None
     if info_file is not None:
         try:
@@ -319,7 +341,16 @@ def resume_command(
         except (OSError, ValueError):
             raise ConfigFileError(f"{run_ref}: not a run directory (no readable run.json)",
                                   hint="give the pipeline file instead") from None
-        pipeline, overrides = Path(info["pipeline"]), list(info.get("overrides", []))
+        given = {o.partition("=")[0] for o in overrides}
+        missing = [k for k in info.get("secret_overrides", []) if k not in given]
+        if missing:
+            raise ConfigValueError(
+                f"the interrupted run set {', '.join(missing)} on the command line; secret "
+                "values are not stored in the run directory",
+                hint=f"give it again: headrace resume {run_ref} --set {missing[0]}=..., or "
+                "pass it as ${VAR} in the pipeline file")
+        stored = [o for o in info.get("overrides", []) if o.partition("=")[0] not in given]
+        pipeline, overrides = Path(info["pipeline"]), stored + overrides
     run(pipeline, set_=overrides, as_json=as_json, resume=True)
 
 

@@ -23,7 +23,7 @@ from ._events import (
     StopRequested,
 )
 from ._files import discard, fsync_dir, prepare_output, publish
-from ._ledger import Checkpoint, Ledger, ResumeError, default_run_dir
+from ._ledger import Checkpoint, Ledger, ResumeError, default_run_dir, private_dir
 from ._plan import Plan, PlannedStep, build_plan, check_schemas
 from ._projection import apply_projection, needed_source_columns
 from ._replay import ReplayPlan, replay_plan
@@ -66,6 +66,7 @@ __all__ = [
     "fsync_dir",
     "needed_source_columns",
     "prepare_output",
+    "private_dir",
     "publish",
     "replay_plan",
     "run_plan",

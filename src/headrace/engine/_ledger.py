@@ -73,7 +73,7 @@ class Ledger:
         self.state: RunState | None = None
 
     def open(self) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.run_dir)
         handle = open(self.run_dir / "lock", "w")  # noqa: SIM115
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -82,6 +82,8 @@ class Ledger:
             raise RunLockedError(f"another run of this pipeline holds {self.run_dir / 'lock'}",
                                  hint="wait for it to end, or set runtime.run_dir") from None
         self._lock_handle = handle
+        if not self.path.exists():  # owner-only; SQLite gives its -wal/-shm files the same
+            self.path.touch(mode=0o600)
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")  # a committed checkpoint survives power loss
@@ -170,6 +172,13 @@ class Ledger:
             return
         with contextlib.suppress(sqlite3.Error):
             self._set(state)
+
+
+def private_dir(path: Path) -> None:
+    """Create ``path`` (and parents) if missing; the folder itself only its owner may open:
+    the run directory holds checkpoints, state and the last run's summary."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
 
 
 def pipeline_hash(config_json: str) -> str:
