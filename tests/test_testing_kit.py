@@ -86,6 +86,44 @@ def test_a_failing_run_reports_its_error(tmp_path: Path) -> None:
     assert outcome.error is not None and "is a directory" in outcome.error
 
 
+def test_a_run_failed_by_max_failures_says_why(tmp_path: Path) -> None:
+    """Dead letters past max_failures fail the run, and ``error`` says so (it was None)."""
+    (tmp_path / "in.jsonl").write_text('{"a": 1}\nnot json\nnor this\n')
+    (tmp_path / "p.yaml").write_text(
+        "version: 1\nname: over\nsource: {use: jsonl, path: in.jsonl}\n"
+        "sink: {use: 'headrace.testing:ListSink'}\nruntime: {max_failures: 1}\n")
+    outcome = run_pipeline(tmp_path / "p.yaml")
+    assert outcome.status == "failed"
+    assert outcome.error == "2 records dead-lettered (max_failures: 1)"
+
+
+def test_a_plugin_may_not_replace_the_base_class_lifecycle(tmp_path: Path) -> None:
+    """A plugin class defining ``_close`` (or another reserved name) is refused when it is
+    created, with a message naming the name, rather than breaking a run at its end."""
+    from headrace.plugin import RESERVED_NAMES
+
+    assert "_close" in RESERVED_NAMES
+    with pytest.raises(TypeError, match=r"defines '_close'.*rename it"):
+        class Clobbering(Sink):
+            async def write(self, batch: Batch) -> None:
+                return None
+
+            async def _close(self) -> None:  # type: ignore[override]
+                return None
+    (tmp_path / "myplug.py").write_text(
+        "from headrace.builtins.sinks import JsonlSink\n\n"
+        "class Sink(JsonlSink):\n    async def _close(self):\n        return None\n")
+    (tmp_path / "in.jsonl").write_text('{"a": 1}\n')
+    (tmp_path / "p.yaml").write_text(
+        "version: 1\nname: clobber\nsource: {use: jsonl, path: in.jsonl}\n"
+        "sink: {use: 'myplug:Sink', path: out/o.jsonl}\n")
+    result = subprocess.run([sys.executable, "-m", "headrace", "validate",
+                             str(tmp_path / "p.yaml")], capture_output=True, text=True,
+                            check=False)
+    assert result.returncode == 2
+    assert "myplug.Sink defines '_close'" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_a_broken_pipeline_raises(tmp_path: Path) -> None:
     """Problems validate would report raise, as ConfigError, rather than run."""
     with pytest.raises(ConfigError, match="batch_size"):

@@ -6,6 +6,7 @@ Layer: imports ``headrace.config`` and ``headrace.errors`` only.
 from ._batch import Batch, DeadRecord, Position, empty_table, warm_arrow_conversions
 from ._context import Clock, PluginContext, RunServices, SystemClock
 from ._contracts import (
+    RESERVED_NAMES,
     DataError,
     Executor,
     Options,
@@ -30,6 +31,7 @@ from ._sql import (
 
 __all__ = [
     "GROUPS",
+    "RESERVED_NAMES",
     "SQL_TABLE",
     "Batch",
     "BreakerOpen",

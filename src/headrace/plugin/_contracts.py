@@ -34,6 +34,10 @@ class Options(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: Names of ``Plugin`` that subclasses may not define (checked when the class is created).
+RESERVED_NAMES = ("_close", "_close_after", "failures")
+
+
 class Plugin(ABC):
     """Common base: options, context and an async-context-manager lifecycle."""
 
@@ -57,6 +61,17 @@ class Plugin(ABC):
     def __init__(self, options: Any, context: PluginContext) -> None:
         self.options = options
         self.context = context
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A plugin may not define the names the base class runs its lifecycle with: a
+        method of its own called ``_close`` would silently replace the engine's."""
+        super().__init_subclass__(**kwargs)
+        clash = sorted(name for name in RESERVED_NAMES if name in vars(cls))
+        if clash:
+            raise TypeError(
+                f"{cls.__module__}.{cls.__qualname__} defines {clash[0]!r}, a name headrace's "
+                f"Plugin base class uses for the plugin's lifecycle: rename it (reserved: "
+                f"{', '.join(RESERVED_NAMES)})")
 
     async def open(self) -> None:  # noqa: B027 - optional hook
         """Acquire resources (files, connections)."""

@@ -28,7 +28,8 @@ class RunOutcome:
 
     ``status`` is the summary's: "ok", "failed" or "interrupted". ``records`` are what a
     ``ListSink`` collected ([] for other sinks); ``dead`` the published dead-letter file's
-    entries, parsed; ``error`` the failure as one line, or None.
+    entries, parsed; ``error`` the failure as one line (also "N records dead-lettered
+    (max_failures: M)" when dead letters failed the run), or None.
     """
 
     status: str
@@ -121,5 +122,6 @@ def run_pipeline(
             summary=result.summary,
             records=ListSink.collected(collector) if collector is not None else [],
             dead=_read_dead(runner.dead_letters.path),
-            error=result.error.one_line() if result.error is not None else None,
+            error=(result.error.one_line() if result.error is not None
+                   else result.summary.get("reason")),  # failed by max_failures
         )
