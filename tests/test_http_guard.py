@@ -17,7 +17,8 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from headrace.builtins._http._guard import HostGuard, RefusedDestination
 
 ALLOW_HINT = "; allow it with allow_hosts"
-DATA_HINT = " and the URL comes from data; allow it with allow_hosts or private: allow"
+DATA_HINT = (" and the URL comes from data; allow it with allow_hosts or "
+             "private_networks: allow")
 
 # (url, guard options, from_data, exact reason)
 REFUSED_URLS: list[Any] = [
@@ -110,10 +111,11 @@ REFUSED_URLS: list[Any] = [
     pytest.param("http://api.localhost/", {}, True,
                  "api.localhost is private (a localhost name)" + DATA_HINT, id="sub-localhost"),
     pytest.param("http://127.0.0.1/", {"private": "deny"}, False,
-                 "127.0.0.1 is private (loopback) and private is 'deny'" + ALLOW_HINT,
+                 "127.0.0.1 is private (loopback) and private_networks is 'deny'" + ALLOW_HINT,
                  id="private-deny-not-from-data"),
     pytest.param("http://localhost/", {"private": "deny", "trusted_hosts": ["localhost"]}, False,
-                 "localhost is private (a localhost name) and private is 'deny'" + ALLOW_HINT,
+                 "localhost is private (a localhost name) and private_networks is 'deny'"
+                 + ALLOW_HINT,
                  id="private-deny-beats-trusted"),
     pytest.param("http://169.254.169.254/", {"private": "allow"}, True,
                  "169.254.169.254 is link-local (cloud metadata)" + ALLOW_HINT,

@@ -366,10 +366,11 @@ class HostGuard:
         if not verdicts or self._private == "allow":
             return None
         if self._private == "deny":
-            return f"{verdicts[0].text} and private is 'deny'; allow it with allow_hosts"
+            return (f"{verdicts[0].text} and private_networks is 'deny'; allow it with "
+                    "allow_hosts")
         if from_data and name not in self._trusted:
             return (f"{verdicts[0].text} and the URL comes from data; allow it with "
-                    "allow_hosts or private: allow")
+                    "allow_hosts or private_networks: allow")
         return None
 
     def resolver(self, inner: AbstractResolver | None = None) -> AbstractResolver:
