@@ -935,3 +935,43 @@ def test_a_trickling_stdin_stops_on_a_signal(write, tmp_path: Path, runs: list[R
     assert_accounted(summary)
     ids = [r["id"] for r in read_jsonl(tmp_path / "out" / "o.jsonl")]
     assert ids == list(range(len(ids))) and summary["records_out"] == len(ids) > 0
+
+
+@pytest.mark.parametrize("sink", ["jsonl", "sqlite"])
+def test_a_resumed_run_reports_the_whole_run_s_totals(write, tmp_path: Path, runs: list[Run],
+                                                      sink: str) -> None:
+    """After a stop and ``--resume``, the summary's ``run_totals`` give the counts of the
+    whole run (those of an uninterrupted run), beside the resumed part's own counts."""
+    lines = ["{bad" if i % 97 == 5 else json.dumps({"id": i, "v": i % 7}) for i in range(3000)]
+    for folder in (tmp_path, tmp_path / "ref"):
+        folder.mkdir(exist_ok=True)
+        (folder / "in.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    target = ("{use: jsonl, path: out/o.jsonl}" if sink == "jsonl"
+              else "{use: sqlite, path: out/o.db, table: t}")
+    text = f"""
+        version: 1
+        name: totals
+        source: {{use: jsonl, path: in.jsonl, block_size: 4096}}
+        steps:
+          - {{use: python, function: "{SUPPORT}:slow", mode: batch, format: arrow}}
+          - {{use: filter, where: "v > 1"}}
+        sink: {target}
+        runtime: {{max_failures: 1000, checkpoint_interval: 1ms}}
+        """
+    reference = run_cli("run", str(write("ref/p.yaml", text)), "--json",
+                        env=_env(PROMISE_SLEEP="0"))
+    assert reference.code == 0, reference.stderr
+    progress = tmp_path / "progress"
+    pipeline = write("p.yaml", text)
+    run = Run(tmp_path, pipeline, env=_env(PROMISE_SLEEP="0.05",
+                                           PROMISE_PROGRESS=str(progress)))
+    runs.append(run)
+    wait_until(lambda: progress_of(progress) >= 1000, run, "1000 records through")
+    run.signal(signal.SIGINT)
+    assert run.wait(60) == 130, run.stderr
+    resumed = run_cli("run", str(pipeline), "--resume", "--json", env=_env(PROMISE_SLEEP="0"))
+    assert resumed.code == 0, resumed.stderr
+    summary = resumed.summary
+    assert summary["records_in"] < 3000 and summary["checkpoint"]["resumed_after"] > 0
+    keys = ("records_in", "records_out", "records_filtered", "records_dead")
+    assert summary["run_totals"] == {k: reference.summary[k] for k in keys}

@@ -48,6 +48,7 @@ class Checkpoint:
     sink: dict[str, Any]
     dead_letters: dict[str, Any]
     records: int  # source records committed, over this run and those it resumed
+    out: int = 0  # records the sink holds at this checkpoint, over the same runs
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, sort_keys=True)

@@ -145,6 +145,7 @@ class Runner:
                                              config.runtime.run_dir))
         self._resumed_records = 0  # committed by the runs this one continues
         self._resumed_dead = 0  # and dead-lettered by them: max_failures counts the whole run
+        self._resumed_out = 0  # and the sink holds from them
         self._last_position: Position | None = None  # of the last aligned parcel written
         self._sink_aligned = True  # the sink's output ends at an input boundary
         self._read_position: Position | None = None  # of the last batch the source read
@@ -302,12 +303,13 @@ class Runner:
             return
         dead_state = await anyio.to_thread.run_sync(self.dead_letters.checkpoint)
         records = self._resumed_records + self._committed_records
+        out = self._resumed_out + self.stats.records_out
         token = self.plan.source.resume_token(self._last_position)
         with self.plan.sink.failures("checkpoint"):
             sink_state = await self.plan.sink.commit(
-                {"source": token, "dead_letters": dead_state, "records": records})
+                {"source": token, "dead_letters": dead_state, "records": records, "out": out})
         checkpoint = Checkpoint(source=token, sink=sink_state, dead_letters=dead_state,
-                                records=records)
+                                records=records, out=out)
         await anyio.to_thread.run_sync(self.ledger.commit, checkpoint)
         self.bus.emit(CheckpointCommitted(self._last_position.end, records))
 
@@ -366,6 +368,7 @@ class Runner:
         if checkpoint is not None:
             self._resumed_records = checkpoint.records
             self._resumed_dead = int(checkpoint.dead_letters.get("count", 0))
+            self._resumed_out = checkpoint.out
             with self.plan.source.failures("resume"):
                 await self.plan.source.resume(checkpoint.source)
             logger.info("resuming after record %d", checkpoint.records)
@@ -382,7 +385,8 @@ class Runner:
         logger.info("resuming from the sink's own checkpoint (%d records; the ledger had %s)",
                     stored["records"], checkpoint.records if checkpoint else 0)
         return Checkpoint(source=stored["source"], sink=stored.get("sink", {}),
-                          dead_letters=stored["dead_letters"], records=int(stored["records"]))
+                          dead_letters=stored["dead_letters"], records=int(stored["records"]),
+                          out=int(stored.get("out", 0)))
 
     async def _flow(self) -> None:
         """Open the sink, then the source; wire channels; run every stage in one task group."""
@@ -568,6 +572,8 @@ class Runner:
                                       "waits": self.budget.waits}
         if self.plan.services.teardown_errors:
             extra["teardown_errors"] = list(self.plan.services.teardown_errors)
+        if self.resume and self._resumed_records:
+            extra["run_totals"] = self._run_totals()
         if self.checkpointing:
             extra["checkpoint"] = {
                 "records": self._resumed_records + self._committed_records,
@@ -584,6 +590,16 @@ class Runner:
         self.bus.emit(RunFinished(summary))
         interrupted = self.stop.reason if self._interrupted else None
         return RunResult(summary=summary, error=error, interrupted_by=interrupted)
+
+    def _run_totals(self) -> dict[str, int]:
+        """Counts over the whole run: what the runs this one continues committed, plus this
+        run's own (the summary's top-level counts are this run's only)."""
+        # What the earlier runs committed was out, dead or filtered: the rest of it.
+        filtered_before = self._resumed_records - self._resumed_out - self._resumed_dead
+        return {"records_in": self._resumed_records + self.stats.records_in,
+                "records_out": self._resumed_out + self.stats.records_out,
+                "records_filtered": filtered_before + self.stats.records_filtered,
+                "records_dead": self._resumed_dead + self.stats.records_dead}
 
     @property
     def _interrupted(self) -> bool:
