@@ -528,6 +528,45 @@ def test_a_short_outage_is_retried_and_nothing_is_lost_or_repeated(tmp_path: Pat
         exactly_once(t, tmp_path, 20_000)
 
 
+def test_a_database_still_starting_at_launch_is_waited_for(tmp_path: Path) -> None:
+    """The database refuses connections when the run starts and accepts them a moment
+    later: the sink's first connection is retried per its policy and the run ends ok."""
+    require_postgres()
+    with tables() as made, Proxy() as proxy:
+        t, ck = made.name("out"), made.name("ck")
+        csv_input(tmp_path, 100)
+        path = pipeline(tmp_path, "{use: csv, path: in.csv}", pg_sink(
+            t, ck, "retry: {attempts: 20, base: 100ms, cap: 300ms}", dsn=proxy.dsn()))
+        proxy.down()
+        proc = start(path)
+        time.sleep(1.5)  # refused meanwhile
+        proxy.up()
+        stdout, stderr = proc.communicate(timeout=60)
+        assert proc.returncode == 0, stderr.decode()
+        summary = json.loads(stdout.decode().strip().splitlines()[-1])
+        assert summary["retries"]["sink"] >= 1
+        assert ids_in(t) == list(range(100))
+
+
+@pytest.mark.parametrize("plugin", ["sink", "source"])
+def test_a_wrong_database_fails_at_once_without_a_resume_hint(tmp_path: Path,
+                                                              plugin: str) -> None:
+    """A database that does not exist is no transient failure: the first connection fails
+    at once (no retries), with one line naming it and no suggestion to --resume."""
+    require_postgres()
+    csv_input(tmp_path, 10)
+    wrong = DSN.rsplit("/", 1)[0] + "/no_such_db_headrace"
+    source = ("{use: csv, path: in.csv}" if plugin == "sink" else
+              f"{{use: postgres, dsn: '{wrong}', table: t, key: id}}")
+    sink = (pg_sink("t", "ck", "retry: {attempts: 5, base: 1s}", dsn=wrong) if plugin == "sink"
+            else "{use: jsonl, path: out/o.jsonl}")
+    result = run_cli("run", str(pipeline(tmp_path, source, sink)), "--json", timeout=60)
+    assert result.code == 1, result.stderr
+    assert "no_such_db_headrace" in result.stderr and "does not exist" in result.stderr
+    assert "--resume" not in result.stderr
+    assert not result.summary.get("retries")
+
+
 def test_a_long_outage_stops_the_run_and_resume_completes_it(tmp_path: Path) -> None:
     """The database stays down past the sink's retries: the run exits 1 with a hint to
     --resume and its last checkpoint committed; once the database is back, --resume

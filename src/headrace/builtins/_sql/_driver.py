@@ -3,14 +3,18 @@ driver errors mean "the database is unreachable for now" (transient)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from headrace.config import redact, register_secret
 from headrace.errors import PluginError
 
 INSTALL_HINT = "pip install 'headrace[postgres]'"
+CONNECT_HINT = ("is the database up and the DSN right? refused connections are retried per "
+                "the plugin's retry: policy")
+T = TypeVar("T")
 
 
 def asyncpg_module() -> ModuleType:
@@ -39,6 +43,14 @@ def transient_errors() -> tuple[type[BaseException], ...]:
         exceptions.SerializationError,
         exceptions.DeadlockDetectedError,
     )
+
+
+async def connect_with_policy(policy: Any, connect: Callable[[], Awaitable[T]]) -> T:
+    """``connect()`` under the plugin's retry policy: a database that is still starting
+    (connection refused, ``CannotConnectNow``) is tried again with backoff; a wrong
+    database, role or password (not transient) fails at once. Raises ``RetriesExhausted``
+    or the driver's error."""
+    return await (connect() if policy is None else policy.call(connect))
 
 
 def protect_dsn(dsn: str) -> str:

@@ -31,7 +31,14 @@ from headrace.config import Duration, redact
 from headrace.errors import SinkError
 from headrace.plugin import Batch, DeadRecord, Options, RetriesExhausted, Sink
 
-from ._driver import asyncpg_module, describe_error, protect_dsn, transient_errors
+from ._driver import (
+    CONNECT_HINT,
+    asyncpg_module,
+    connect_with_policy,
+    describe_error,
+    protect_dsn,
+    transient_errors,
+)
 from ._keyset import TABLE_NAME, quote_table
 from ._pool import Pool, PoolOptions
 from ._writer import TableWriter
@@ -209,9 +216,12 @@ class PostgresSink(Sink):
     # -- lifecycle ------------------------------------------------------------------------
     async def open(self) -> None:
         try:
-            await self.pool.open()
+            await connect_with_policy(self.context.policy, self.pool.open)
+        except RetriesExhausted as exc:
+            raise SinkError(f"sink '{self.context.plugin_id}' ({self.describe()}): cannot "
+                            f"connect: {redact(str(exc))}", hint=CONNECT_HINT) from exc
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise self._error("cannot connect", exc) from exc
+            raise self._error("cannot connect", exc, hint=CONNECT_HINT) from exc
         if self.checkpointing:
             await self._policy(self._create_checkpoint_table, "open")
         else:

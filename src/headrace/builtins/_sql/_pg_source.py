@@ -16,11 +16,18 @@ from typing import Any, ClassVar, Literal
 import pyarrow as pa
 from pydantic import Field, field_validator
 
-from headrace.config import Duration
+from headrace.config import Duration, redact
 from headrace.errors import SourceError
 from headrace.plugin import RetriesExhausted
 
-from ._driver import asyncpg_module, describe_error, protect_dsn, transient_errors
+from ._driver import (
+    CONNECT_HINT,
+    asyncpg_module,
+    connect_with_policy,
+    describe_error,
+    protect_dsn,
+    transient_errors,
+)
 from ._keyset import _START, KeysetOptions, KeysetSource
 from ._types import arrow_type_of_pg, numeric_type
 
@@ -119,7 +126,10 @@ class PostgresSource(KeysetSource):
 
     async def open(self) -> None:
         try:
-            self._conn = await self._connect()
+            self._conn = await connect_with_policy(self.context.policy, self._connect)
+        except RetriesExhausted as exc:
+            raise SourceError(f"source '{self.context.plugin_id}' ({self.shown_dsn}): cannot "
+                              f"connect: {redact(str(exc))}", hint=CONNECT_HINT) from exc
         except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
             raise self._error(exc) from exc
 
