@@ -121,19 +121,22 @@ class CsvSource(LineSource):
             self.names = [f"f{i}" for i in range(count)]
         if not data:  # pyarrow refuses empty input; blank lines it skips itself
             return self.empty_table()
-        table = pacsv.read_csv(
-            pa.BufferReader(data),
-            read_options=pacsv.ReadOptions(column_names=self.names, use_threads=False),
-            parse_options=pacsv.ParseOptions(
-                delimiter=self.options.delimiter, quote_char=self.options.quote_char
-            ),
-            convert_options=self._convert_options(),
-        )
+        table = self._read(data, self._convert_options())
         if not self._inferred:
             self._freeze_types(table.schema)
             if any(self.types[f.name] != f.type for f in table.schema):
                 return self.parse(data)  # again, with the frozen types
         return table
+
+    def _read(self, data: bytes, convert: pacsv.ConvertOptions) -> pa.Table:
+        return pacsv.read_csv(
+            pa.BufferReader(data),
+            read_options=pacsv.ReadOptions(column_names=self.names, use_threads=False),
+            parse_options=pacsv.ParseOptions(
+                delimiter=self.options.delimiter, quote_char=self.options.quote_char
+            ),
+            convert_options=convert,
+        )
 
     def _isolate_values(
         self, block: LineBlock, clean_ok: bool
@@ -146,14 +149,8 @@ class CsvSource(LineSource):
             return None
         names = self.include if self.include is not None else self.names
         try:
-            texts = pacsv.read_csv(
-                pa.BufferReader(block.data),
-                read_options=pacsv.ReadOptions(column_names=self.names, use_threads=False),
-                parse_options=pacsv.ParseOptions(delimiter=self.options.delimiter,
-                                                 quote_char=self.options.quote_char),
-                convert_options=self._convert_options(
-                    types={n: pa.string() for n in names}, strings_can_be_null=True),
-            )
+            texts = self._read(block.data, self._convert_options(
+                types={n: pa.string() for n in names}, strings_can_be_null=True))
         except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError):
             return None
         lines, starts, ends = block.record_spans()

@@ -1,12 +1,13 @@
-"""Bad CSV values found column-wise: a block whose typed parse failed is parsed again with
-every column as text, one vectorised query finds the values that do not convert to their
-column's type, and only those lines are dead letters. Splitting the block line by line
+"""Bad CSV values found column-wise (decision 0016): a block whose typed parse failed is
+read again with every column as text, each typed column is cast by pyarrow, and only the
+columns whose cast fails are screened with one DuckDB ``TRY_CAST`` query for the rows at
+fault; only those lines are dead letters. Splitting the block line by line
 (``LineSource._isolate``) cost milliseconds a bad line; this costs a few parses a block.
 
-DuckDB's ``TRY_CAST`` is a fast screen, not the judge: the good lines are parsed again with
-the real types by pyarrow, and if that still fails (a value DuckDB accepts and pyarrow does
-not, such as ``1.5`` for an integer) the caller falls back to line-by-line isolation. So the
-dead letters are exactly the ones line-by-line isolation finds.
+``TRY_CAST`` is a screen, not the judge: the caller casts the remaining rows with pyarrow,
+and if that still fails (a value DuckDB accepts and pyarrow does not, such as ``1.5`` for an
+integer) it falls back to line-by-line isolation. So the dead letters are exactly the ones
+line-by-line isolation finds.
 """
 
 from __future__ import annotations
@@ -68,8 +69,7 @@ def bad_values(texts: pa.Table, types: dict[str, pa.DataType]
             found = con.sql(f"SELECT {flags} FROM texts").to_arrow_table()
         finally:
             con.unregister("texts")
-    order = {name: index for index, name in enumerate(texts.column_names)}
-    for i, (name, _) in sorted(enumerate(checks), key=lambda c: order[c[1][0]]):
+    for i, (name, _) in enumerate(checks):  # in file order, as the columns were checked
         column = found.column(f"b{i}").to_numpy(zero_copy_only=False)
         rows = column.nonzero()[0]
         if not len(rows):
